@@ -1,0 +1,54 @@
+"""The `tfbonemet` command line: a thin click layer over the library modules.
+
+User errors (bad option values, unusable paths or files) end with one line naming the problem;
+tracebacks are kept for real bugs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from tfbonemet.errors import TfbonemetError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class Group(click.Group):
+    """Turns tfbonemet's user-facing errors into click's one-line `Error: ...`."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TfbonemetError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tfbonemet")
+def cli():
+    """Train, evaluate, explain and deploy bone-metastasis classifiers for bone scintigraphy.
+
+    Start with `tfbonemet fit`: with no arguments it trains a two-view (anterior + posterior)
+    classifier on a built-in synthetic bone-scan dataset and writes a run directory.
+    """
+
+
+def _register_commands():
+    from tfbonemet.commands import fit as fit_cmd
+
+    for module in (fit_cmd,):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="tfbonemet", standalone_mode=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""click commands, one module per workflow stage; registered in tfbonemet.cli."""

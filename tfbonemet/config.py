@@ -1,0 +1,86 @@
+"""Run configuration: dataclass defaults, then a named preset, then explicit command-line options."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tfbonemet.errors import ConfigError
+
+
+@dataclasses.dataclass
+class FitConfig:
+    """Everything a training run depends on; saved as config.json in the run directory."""
+
+    model: str = "two_view_net"
+    model_options: dict = dataclasses.field(default_factory=dict)  # extra builder arguments
+    task: str = "binary"  # binary (metastasis or not) | multiclass (4 classes)
+    data: str = "phantom"  # "phantom" (built-in synthetic set) or a dataset location
+    num_studies: int = 320  # size of the synthetic set
+    image_height: int = 512
+    image_width: int = 128
+    normalisation: str = "sqrt"
+    epochs: int = 12
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    class_weighting: bool = True
+    precision: str = "float32"
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+FIELDS = {f.name for f in dataclasses.fields(FitConfig)}
+
+
+def preset_names() -> list[str]:
+    files = resources.files("tfbonemet") / "presets"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = resources.files("tfbonemet") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names()) or 'none'}")
+    values = yaml.safe_load(path.read_text()) or {}
+    values.pop("description", None)
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise ConfigError(f"preset {name!r} has unknown keys: {', '.join(sorted(unknown))}")
+    return values
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    unknown = set(values or {}) - FIELDS
+    if unknown:
+        raise ConfigError(f"config file {path} has unknown keys: {', '.join(sorted(unknown))}")
+    return values or {}
+
+
+def resolve(preset: str | None = None, overrides: dict[str, Any] | None = None) -> FitConfig:
+    """Defaults <- preset <- overrides (None values in overrides mean "not given")."""
+    values: dict[str, Any] = {}
+    if preset:
+        values.update(load_preset(preset))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in FIELDS:
+            raise ConfigError(f"unknown option {key!r}")
+        if key == "model_options":
+            values["model_options"] = {**values.get("model_options", {}), **value}
+        else:
+            values[key] = value
+    return FitConfig(**values)
