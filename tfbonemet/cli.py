@@ -36,10 +36,15 @@ def cli():
 
 
 def _register_commands():
-    from tfbonemet.commands import fit as fit_cmd
+    """Every module in tfbonemet.commands lists its click commands in COMMANDS."""
+    import importlib
+    import pkgutil
 
-    for module in (fit_cmd,):
-        for command in module.COMMANDS:
+    from tfbonemet import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"tfbonemet.commands.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
 
 

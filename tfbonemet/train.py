@@ -17,7 +17,7 @@ import numpy as np
 
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
-from tfbonemet.data import synthetic
+from tfbonemet.data.datasets import load_split
 from tfbonemet.data.pipeline import TASKS, PipelineConfig, class_weights, from_arrays, input_names, task_labels
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS, build_model, input_convention
@@ -94,23 +94,13 @@ def write_json(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
-def load_studies(config: FitConfig, log=print):
-    """Train and validation study arrays for the configured data source."""
-    if config.data != "phantom":
-        raise ConfigError(f"data source {config.data!r} is not supported by fit; use 'phantom'")
-    spec = synthetic.SyntheticSpec(num_studies=config.num_studies, height=config.image_height,
-                                   width=config.image_width, seed=config.seed)
-    arrays = synthetic.load_or_render(spec, log=log)
-    return arrays.select("train"), arrays.select("validation")
-
-
 def fit(config: FitConfig, log=print) -> Path:
     """Train `config.model` and write the run directory; returns its path."""
     validate(config)
     run_dir = make_run_dir(config)
     (run_dir / "config.json").write_text(config.to_json())
     keras.utils.set_random_seed(config.seed)
-    train, val = load_studies(config, log=log)
+    train, val = load_split(config, "train", log=log), load_split(config, "validation", log=log)
     num_classes = len(TASKS[config.task])
     y_train, y_val = task_labels(train.labels, config.task), task_labels(val.labels, config.task)
     if len(train) == 0 or len(val) == 0:
