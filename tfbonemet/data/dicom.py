@@ -1,0 +1,222 @@
+"""Read nuclear-medicine DICOM into count images: anterior/posterior whole-body views or single images.
+
+Which frame or file is which view comes from the header (the View Code Sequence of each Detector
+Information item, Image Type, Series Description), never from frame order. Counts stay integer:
+rescale applied, negatives clipped to 0, stored as uint16 with no 8-bit squashing. Studies are
+keyed by salted hashes, so no UID, name or ID leaves this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pydicom
+from pydicom.misc import is_dicom
+
+from tfbonemet.data.splits import salted_patient_hash
+from tfbonemet.errors import DataError
+
+VIEWS = ("anterior", "posterior")
+SINGLE_VIEW = "image"
+SALT_ENV = "TFBONEMET_SALT"
+DEFAULT_SALT = "tfbonemet"
+# SNOMED CT codes for the nuclear-medicine projections (DICOM CID 26); the code meaning is matched too
+VIEW_CODE_VALUES = {"399321004": "anterior", "399001007": "posterior"}
+DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic", ".ima"}
+_VIEW_WORDS = {"anterior": re.compile(r"\bANT(ERIOR)?\b"), "posterior": re.compile(r"\bPOST(ERIOR)?\b")}
+_DETECTOR_VECTOR = 0x00540020
+
+
+def default_salt() -> str:
+    """Salt for every pseudonym: `$TFBONEMET_SALT` if set (set it per site), else a fixed default."""
+    return os.environ.get(SALT_ENV) or DEFAULT_SALT
+
+
+def study_key_for_uid(study_instance_uid: str, salt: str | None = None) -> str:
+    """The pseudonymous key of a study, so label files keyed by StudyInstanceUID can be joined."""
+    return salted_patient_hash(f"study:{study_instance_uid}", salt or default_salt())
+
+
+@dataclasses.dataclass
+class DicomStudy:
+    """One study's count images (uint16, H x W) and where they came from.
+
+    `posterior` is as acquired (the patient's left on the image left); mirroring is preprocessing.
+    `image` holds a single-view image (thoracic SPECT or planar) whose file names no view.
+    """
+
+    study_key: str
+    patient_hash: str
+    anterior: np.ndarray | None = None
+    posterior: np.ndarray | None = None
+    image: np.ndarray | None = None
+    source_files: list[Path] = dataclasses.field(default_factory=list)
+
+    @property
+    def is_two_view(self) -> bool:
+        return self.anterior is not None and self.posterior is not None
+
+
+def _code_view(item) -> str | None:
+    for code in item.get("ViewCodeSequence", []):
+        if str(code.get("CodeValue", "")) in VIEW_CODE_VALUES:
+            return VIEW_CODE_VALUES[str(code.CodeValue)]
+        meaning = str(code.get("CodeMeaning", "")).upper()
+        found = [view for view in VIEWS if view.upper() in meaning]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _text_view(ds) -> str | None:
+    """A view named unambiguously by Image Type or Series Description (e.g. 'WB ANT'), else None."""
+    for text in (" ".join(str(v) for v in ds.get("ImageType", [])), str(ds.get("SeriesDescription", ""))):
+        found = [view for view, pattern in _VIEW_WORDS.items() if pattern.search(text.upper())]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _frame_views(ds, path: Path, frames: int) -> list[str]:
+    """The view of each frame, from the header; raises if a multi-frame file does not say."""
+    detectors = list(ds.get("DetectorInformationSequence", []))
+    if frames == 1:
+        view = (_code_view(detectors[0]) if len(detectors) == 1 else None) or _code_view(ds) or _text_view(ds)
+        return [view or SINGLE_VIEW]
+    vector = ds.get("DetectorVector")
+    pointers = ds.get("FrameIncrementPointer")
+    pointers = [] if pointers is None else (list(pointers) if ds["FrameIncrementPointer"].VM > 1 else [pointers])
+    if vector is None or _DETECTOR_VECTOR not in [int(p) for p in pointers] or len(list(vector)) != frames:
+        raise DataError(f"{path}: {frames} frames but no Detector Vector saying which detector (view) each frame is")
+    views = []
+    for number in vector:
+        if not 1 <= int(number) <= len(detectors):
+            raise DataError(f"{path}: Detector Vector names detector {number} but the file describes {len(detectors)}")
+        views.append(_code_view(detectors[int(number) - 1]))
+    if sorted(v for v in views if v) != sorted(VIEWS):
+        raise DataError(f"{path}: expected one anterior and one posterior frame, header views are {views}")
+    return views
+
+
+def _counts(pixels: np.ndarray, ds) -> np.ndarray:
+    """Stored values -> uint16 counts: rescale slope/intercept applied, negatives clipped to 0."""
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if pixels.dtype == np.uint16 and slope == 1 and intercept == 0:
+        return pixels
+    values = pixels.astype(np.float64) * slope + intercept
+    return np.clip(np.rint(values), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def _read_dataset(path: Path):
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(ds, path: Path) -> np.ndarray:
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        kind = "has no pixel data" if "Rows" in ds else "is not an image"
+        raise DataError(f"{path}: {kind} (SOP class {ds.get('SOPClassUID', 'unknown')!s}, "
+                        f"modality {ds.get('Modality', 'unknown')})")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise DataError(f"{path}: has {ds.SamplesPerPixel} samples per pixel; count images have one")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
+        reason = str(exc).strip().splitlines()
+        raise DataError(f"{path}: cannot decode pixel data ({getattr(syntax, 'name', syntax) or 'unknown syntax'}): "
+                        f"{' '.join(line.strip() for line in reason[:3])}") from None
+    return pixels
+
+
+def _views_of(ds, path: Path) -> dict[str, np.ndarray]:
+    pixels = _decode(ds, path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    stack = pixels if frames > 1 else pixels[np.newaxis]
+    views = _frame_views(ds, path, frames)
+    return {view: _counts(frame, ds) for view, frame in zip(views, stack) if view}
+
+
+def read_views(path: str | Path) -> dict[str, np.ndarray]:
+    """Views in one file: {'anterior': ..., 'posterior': ...} (either or both) or {'image': ...}."""
+    path = Path(path)
+    return _views_of(_read_dataset(path), path)
+
+
+def _candidate_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus DICOM-looking files found recursively in folders (sorted, stable)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found += [p for p in inside if p.suffix.lower() in DICOM_SUFFIXES or is_dicom(p)]
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return found
+
+
+def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | None = None,
+                 on_skip: Callable[[Path, str], None] | None = None) -> list[DicomStudy]:
+    """Group files and folders (recursively) into studies, pairing views by StudyInstanceUID.
+
+    A bad file raises DataError naming it; with `skip_bad` it is passed to `on_skip(path, reason)`
+    instead (and, like the rest of its study, left out when the study itself is inconsistent).
+    """
+    salt = salt or default_salt()
+    studies: dict[str, DicomStudy] = {}
+    origin: dict[tuple[str, str], Path] = {}
+    bad: list[tuple[Path, str]] = []
+
+    def fail(path: Path, reason: str):
+        if not skip_bad:
+            raise DataError(f"{path}: {reason}")
+        bad.append((path, reason))
+
+    files = _candidate_files(paths)
+    if not files:
+        raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM files found")
+    for path in files:
+        try:
+            ds = _read_dataset(path)
+            views = _views_of(ds, path)
+        except DataError as exc:
+            fail(path, str(exc).removeprefix(f"{path}: "))
+            continue
+        uid = str(ds.get("StudyInstanceUID", "")) or f"file:{path.resolve()}"
+        key = study_key_for_uid(uid, salt)
+        patient = str(ds.get("PatientID", "")) or uid
+        study = studies.setdefault(key, DicomStudy(key, salted_patient_hash(patient, salt)))
+        clash = [view for view in views if (key, view) in origin]
+        if clash:
+            fail(path, f"second {clash[0]} view of its study (first: {origin[key, clash[0]]})")
+            continue
+        for view, counts in views.items():
+            setattr(study, view, counts)
+            origin[key, view] = path
+        study.source_files.append(path)
+    for key, study in list(studies.items()):
+        if study.image is not None and (study.anterior is not None or study.posterior is not None):
+            for path in study.source_files:
+                fail(path, "study mixes a single-view image with anterior/posterior views")
+            del studies[key]
+        elif study.is_two_view and study.anterior.shape != study.posterior.shape:
+            for path in study.source_files:
+                fail(path, f"anterior {study.anterior.shape} and posterior {study.posterior.shape} "
+                           f"views of one study differ in size")
+            del studies[key]
+    for path, reason in bad:
+        (on_skip or _print_skip)(path, reason)
+    return list(studies.values())
+
+
+def _print_skip(path: Path, reason: str) -> None:
+    print(f"skipped {path}: {reason}")
