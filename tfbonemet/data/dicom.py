@@ -114,9 +114,12 @@ def _counts(pixels: np.ndarray, ds) -> np.ndarray:
 
 def _read_dataset(path: Path):
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    if "SOPClassUID" not in ds and "PixelData" not in ds:  # pydicom reads damaged bytes leniently
+        raise DataError(f"{path}: not a readable DICOM file (no SOP Class UID: damaged or not DICOM)")
+    return ds
 
 
 def _decode(ds, path: Path) -> np.ndarray:
