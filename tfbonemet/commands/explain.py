@@ -1,0 +1,61 @@
+"""`tfbonemet explain`: per-view Grad-CAM / Grad-CAM++ / Score-CAM overlays, and the pointing-game check."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from tfbonemet.commands.evaluate import SPLIT_CHOICES, data_options, with_data_options
+
+METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
+              help="Explain studies of this split of the run's data.")
+@click.option("--num", type=click.IntRange(min=1), default=4, show_default=True, help="How many studies of the split.")
+@click.option("--dicom", "dicom_paths", multiple=True, type=click.Path(exists=True),
+              help="Explain these DICOM files or folders instead of the split (repeatable).")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="gradcam", show_default=True)
+@click.option("--class", "class_name", default="metastasis", show_default=True, help="Class whose evidence is mapped.")
+@click.option("--dicom-output", is_flag=True, help="Also write each overlay as a DICOM Secondary Capture.")
+@click.option("--pointing-game", is_flag=True,
+              help="Instead of drawing: score how often the anterior map's peak hits a known phantom lesion.")
+@click.option("--tolerance", type=click.IntRange(min=0), default=None,
+              help="Pointing game: lesion boxes are dilated by this many pixels (default 1.5% of image height).")
+@click.option("--output-dir", type=click.Path(), default=None, help="Default: RUN/explain-<split>/ (or explain-dicom/).")
+@with_data_options
+def explain(run, split, num, dicom_paths, method, class_name, dicom_output, pointing_game, tolerance, output_dir,
+            data, num_studies, seed):
+    """Heat maps of what drove RUN's prediction (a run directory or a .keras model), one per view.
+
+    The posterior map is drawn on the posterior view as acquired (mirrored back from the
+    model's input frame). PNGs by default; --dicom-output adds RGB Secondary Captures that join
+    the source study (only its StudyInstanceUID is copied).
+    """
+    from tfbonemet import explain as explain_lib
+
+    methods = explain_lib.METHODS if method == "all" else (method,)
+    options = data_options(data, num_studies, seed)
+    if pointing_game:
+        from pathlib import Path
+
+        from tfbonemet.evaluate import load_run
+        from tfbonemet.report import write_atomic
+
+        loaded = load_run(run, options)
+        out = Path(output_dir) if output_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
+        out.mkdir(parents=True, exist_ok=True)
+        for m in methods:
+            result = explain_lib.pointing_game(loaded, split, m, tolerance, log=click.echo)
+            click.echo(f"Pointing game ({m}, {split}, anterior view, tolerance {result['tolerance_px']} px): "
+                       f"{result['hits']}/{result['studies']} = {result['score']:.3f}; chance {result['chance']:.3f}; "
+                       f"one-sided binomial p = {result['p_value']:.2g}")
+            write_atomic(out / f"pointing_game-{split}-{m.replace('+', 'p')}.json", json.dumps(result, indent=2))
+        return
+    explain_lib.run_explain(run, split, num, dicom_paths, methods, output_dir, dicom_output, class_name,
+                            options, log=click.echo)
+
+
+COMMANDS = [explain]
