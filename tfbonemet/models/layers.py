@@ -48,3 +48,90 @@ class ViewAggregation(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="tfbonemet")
+class ChannelAttention(layers.Layer):
+    """CBAM channel attention: reweights feature channels by a shared MLP over their mean and max.
+
+    Both statistics are used because a small hot spot moves a channel's max far more than its
+    mean; the mean alone would let focal uptake vanish in a whole-body field.
+    """
+
+    def __init__(self, reduction: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        if reduction < 1:
+            raise ValueError(f"reduction must be at least 1, got {reduction}")
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.hidden = layers.Dense(max(channels // self.reduction, 1), activation="relu", name="mlp_hidden",
+                                   dtype=self.dtype_policy)
+        self.hidden.build((None, channels))
+        self.project = layers.Dense(channels, name="mlp_out", dtype=self.dtype_policy)
+        self.project.build((None, max(channels // self.reduction, 1)))
+
+    def call(self, x):
+        mean = self.project(self.hidden(ops.mean(x, axis=(1, 2))))
+        peak = self.project(self.hidden(ops.max(x, axis=(1, 2))))
+        weights = ops.sigmoid(mean + peak)  # (B, C)
+        return x * weights[:, None, None, :]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction}
+
+
+@keras.saving.register_keras_serializable(package="tfbonemet")
+class SpatialAttention(layers.Layer):
+    """CBAM spatial attention: a sigmoid map from a convolution over the channel mean and max.
+
+    It tells the network *where* in the skeleton to look, the same question a reader asks.
+    """
+
+    def __init__(self, kernel_size: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.conv = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid", name="attention_conv",
+                                  dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.conv.build((*input_shape[:-1], 2))
+
+    def call(self, x):
+        stats = ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
+        return x * self.conv(stats)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="tfbonemet")
+class HybridAttention(layers.Layer):
+    """Channel attention then spatial attention (CBAM order), the hybrid module of Dscint."""
+
+    def __init__(self, reduction: int = 8, kernel_size: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = reduction
+        self.kernel_size = kernel_size
+        self.channel = ChannelAttention(reduction, name="channel_attention", dtype=self.dtype_policy)
+        self.spatial = SpatialAttention(kernel_size, name="spatial_attention", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.channel.build(input_shape)
+        self.spatial.build(input_shape)
+
+    def call(self, x):
+        return self.spatial(self.channel(x))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction, "kernel_size": self.kernel_size}
