@@ -1,0 +1,32 @@
+"""`tfbonemet export`: a run directory -> TF Serving SavedModel and TFLite files, parity-checked."""
+from __future__ import annotations
+
+import click
+
+from tfbonemet.export import FORMATS
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="all", show_default=True,
+              help="savedmodel: TF Serving SavedModel; tflite: float32/float16/dynamic-int8/int8 flatbuffers; all: both.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default="saved_models", show_default=True,
+              help="Root of the TF Serving layout <output-dir>/<model-name>/<version>/.")
+@click.option("--model-name", default=None, help="Served model name (default: the Keras model's name).")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Training studies used to calibrate the full-integer int8 TFLite model.")
+def export(run_dir, fmt, output_dir, model_name, calibration_samples):
+    """Export RUN_DIR (from `tfbonemet fit`) for serving and for devices.
+
+    Writes the next integer version under OUTPUT_DIR/MODEL_NAME/, atomically: the SavedModel
+    (raw-count and encoded-image signatures, preprocessing inside), tflite/*.tflite, parity.json,
+    metadata.json and MODEL_CARD.md. Every artefact is compared with the Keras model on the
+    validation split; if one exceeds its tolerance the export fails and writes no version.
+    """
+    from tfbonemet.export import export as run_export
+
+    run_export(run_dir, output_dir=output_dir, fmt=fmt, model_name=model_name,
+               calibration_samples=calibration_samples, log=click.echo)
+
+
+COMMANDS = [export]
