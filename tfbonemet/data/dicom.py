@@ -112,12 +112,12 @@ def _counts(pixels: np.ndarray, ds) -> np.ndarray:
     return np.clip(np.rint(values), 0, np.iinfo(np.uint16).max).astype(np.uint16)
 
 
-def _read_dataset(path: Path):
+def _read_dataset(path: Path, stop_before_pixels: bool = False):
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
-    if "SOPClassUID" not in ds and "PixelData" not in ds:  # pydicom reads damaged bytes leniently
+    if "SOPClassUID" not in ds and ("PixelData" not in ds or stop_before_pixels):  # pydicom reads damaged bytes leniently
         raise DataError(f"{path}: not a readable DICOM file (no SOP Class UID: damaged or not DICOM)")
     return ds
 
@@ -147,13 +147,25 @@ def _views_of(ds, path: Path) -> dict[str, np.ndarray]:
     return {view: _counts(frame, ds) for view, frame in zip(views, stack) if view}
 
 
+def _identity(ds, path: Path, salt: str) -> tuple[str, str]:
+    """(study key, patient hash): pseudonyms of the StudyInstanceUID and PatientID (the study if none)."""
+    uid = str(ds.get("StudyInstanceUID", "")) or f"file:{path.resolve()}"
+    return study_key_for_uid(uid, salt), salted_patient_hash(str(ds.get("PatientID", "")) or uid, salt)
+
+
+def read_identity(path: str | Path, salt: str | None = None) -> tuple[str, str]:
+    """(study key, patient hash) of one file from its header alone, for indexing before decoding."""
+    path = Path(path)
+    return _identity(_read_dataset(path, stop_before_pixels=True), path, salt or default_salt())
+
+
 def read_views(path: str | Path) -> dict[str, np.ndarray]:
     """Views in one file: {'anterior': ..., 'posterior': ...} (either or both) or {'image': ...}."""
     path = Path(path)
     return _views_of(_read_dataset(path), path)
 
 
-def _candidate_files(paths: Iterable[str | Path]) -> list[Path]:
+def candidate_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files named directly, plus DICOM-looking files found recursively in folders (sorted, stable)."""
     found = []
     for path in map(Path, paths):
@@ -184,7 +196,7 @@ def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | No
             raise DataError(f"{path}: {reason}")
         bad.append((path, reason))
 
-    files = _candidate_files(paths)
+    files = candidate_files(paths)
     if not files:
         raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM files found")
     for path in files:
@@ -194,10 +206,8 @@ def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | No
         except DataError as exc:
             fail(path, str(exc).removeprefix(f"{path}: "))
             continue
-        uid = str(ds.get("StudyInstanceUID", "")) or f"file:{path.resolve()}"
-        key = study_key_for_uid(uid, salt)
-        patient = str(ds.get("PatientID", "")) or uid
-        study = studies.setdefault(key, DicomStudy(key, salted_patient_hash(patient, salt)))
+        key, patient_hash = _identity(ds, path, salt)
+        study = studies.setdefault(key, DicomStudy(key, patient_hash))
         clash = [view for view in views if (key, view) in origin]
         if clash:
             fail(path, f"second {clash[0]} view of its study (first: {origin[key, clash[0]]})")

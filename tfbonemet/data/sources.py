@@ -1,0 +1,285 @@
+"""Index a manual-download folder of bone scans into labelled, pseudonymous study records.
+
+Three layouts are recognised:
+  dicom     DICOM files (any depth) + labels.csv (`file` or `study_instance_uid`, `label`,
+            optional `patient_id`) + optional lesions.json, as phantom_dicom.write_dataset writes them.
+  bs80k     BS-80K: view folders `<region>ANT/` and `<region>POST/`, each holding 8-bit JPEGs and
+            `<folder>/<folder>.txt` with `filename label` (0/1) per line; one filename is one patient.
+  manifest  manifest.csv with `anterior`, `posterior`, `label`, `patient_id` (paths relative to it;
+            PNG, JPEG or DICOM).
+
+Indexing reads labels and headers only; pixels are read by `StudyRecord.load`, one study at a time.
+A bad file or label line raises DataError naming it, or, given `on_bad`, is passed there and left out.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from pydicom.misc import is_dicom
+
+from tfbonemet.data import dicom
+from tfbonemet.data.phantom import CLASS_NAMES
+from tfbonemet.data.phantom_dicom import LABELS_CSV, LESIONS_JSON
+from tfbonemet.data.splits import salted_patient_hash
+from tfbonemet.errors import DataError
+
+MANIFEST_CSV = "manifest.csv"
+NO_METASTASIS = "no_metastasis"  # a binary-only label (BS-80K 0): not metastatic, other findings unknown
+LABEL_NAMES = CLASS_NAMES + (NO_METASTASIS,)
+LESION_KINDS = ("metastasis", "arthritis", "thyroid")
+BS80K_LABELS = {"0": NO_METASTASIS, "1": "metastasis"}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRecord:
+    """One labelled study, identified only by salted hashes; `load()` reads its pixels."""
+
+    study_hash: str
+    patient_hash: str
+    label: str  # one of LABEL_NAMES
+    origin: str  # file(s) it comes from, for error messages
+    load: Callable[[], dict]  # -> {"anterior", "posterior": uint16 HxW, "lesion_boxes": [...]}
+
+    @property
+    def is_metastatic(self) -> bool:
+        return self.label == "metastasis"
+
+
+def detect_layout(manual_dir: Path) -> str:
+    """Which of the three layouts `manual_dir` holds; DataError if none."""
+    if not manual_dir.is_dir():
+        raise DataError(f"{manual_dir}: no such folder")
+    if (manual_dir / LABELS_CSV).is_file():
+        return "dicom"
+    if (manual_dir / MANIFEST_CSV).is_file():
+        return "manifest"
+    if _bs80k_pairs(manual_dir):
+        return "bs80k"
+    state = "is empty" if not any(manual_dir.iterdir()) else "has no recognised layout"
+    raise DataError(f"{manual_dir}: {state}: expected {LABELS_CSV} with DICOM files, {MANIFEST_CSV}, "
+                    f"or BS-80K view folders such as chestRANT/ and chestRPOST/")
+
+
+OnBad = Callable[[DataError], None]
+
+
+def attempt(on_bad: OnBad | None, action: Callable, *args):
+    """`action(*args)`; a DataError propagates, or with `on_bad` is reported there and gives None."""
+    try:
+        return action(*args)
+    except DataError as exc:
+        report(on_bad, exc)
+        return None
+
+
+def report(on_bad: OnBad | None, error: DataError) -> None:
+    """Raise `error`, or hand it to `on_bad` when bad inputs are being skipped."""
+    if on_bad is None:
+        raise error
+    on_bad(error)
+
+
+def read_source(manual_dir: str | Path, salt: str | None = None, on_bad: OnBad | None = None) -> list[StudyRecord]:
+    """Index every labelled study in `manual_dir`, whatever its layout."""
+    manual_dir = Path(manual_dir)
+    salt = salt or dicom.default_salt()
+    readers = {"dicom": _dicom_records, "manifest": _manifest_records, "bs80k": _bs80k_records}
+    records = readers[detect_layout(manual_dir)](manual_dir, salt, on_bad)
+    if not records:
+        raise DataError(f"{manual_dir}: no labelled studies found")
+    return records
+
+
+# ------------------------------------------------------------------ shared readers
+
+def read_csv(path: Path, required: tuple[str, ...], one_of: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """(line number, row) pairs of a CSV with the columns it must have; cells stripped."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = [(n + 2, {k.strip(): (v or "").strip() for k, v in row.items() if k}) for n, row in enumerate(reader)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV ({exc})") from None
+    missing = [c for c in required if c not in columns]
+    if one_of and not any(c in columns for c in one_of):
+        missing.append(" or ".join(one_of))
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
+    if not rows:
+        raise DataError(f"{path}: has a header but no rows")
+    return rows
+
+
+def parse_label(value: str, where: str) -> str:
+    label = value.strip().lower()
+    if label not in LABEL_NAMES:
+        raise DataError(f"{where}: unknown label {value!r}; expected one of {', '.join(LABEL_NAMES)}")
+    return label
+
+
+def read_image_file(path: Path, view: str | None = None) -> np.ndarray:
+    """A single-channel uint16 image from PNG/JPEG (8- or 16-bit, colour made grey) or DICOM.
+
+    8-bit sources keep their 0-255 values: they are display images, not counts.
+    """
+    if path.suffix.lower() in dicom.DICOM_SUFFIXES - {""} or is_dicom(path):
+        views = dicom.read_views(path)
+        image = views.get(view) if view else None
+        if image is None and len(views) == 1:
+            image = next(iter(views.values()))
+        if image is None:
+            raise DataError(f"{path}: holds views {', '.join(views)}; cannot tell which is the {view or 'image'}")
+        return image
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img)
+            else:
+                array = np.asarray(img.convert("L"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    return np.clip(array, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def _existing(base: Path, name: str, where: str) -> Path:
+    path = base / name
+    if not name or not path.is_file():
+        raise DataError(f"{where}: names {name!r}, which is not a file in {base}")
+    return path
+
+
+# ------------------------------------------------------------------ layout (a): DICOM + labels.csv
+
+def _normalised_box(box, shape) -> np.ndarray:
+    """Pixel (y0, x0, y1, x1) -> relative (ymin, xmin, ymax, xmax) clipped to the image."""
+    height, width = shape
+    return np.clip(np.array(box, np.float64) / [height, width, height, width], 0.0, 1.0)
+
+
+def _load_dicom_study(files: list[Path], salt: str, lesions: list[dict]) -> dict:
+    study, = dicom.read_studies(files, salt=salt)
+    if not study.is_two_view:
+        missing = "anterior" if study.anterior is None else "posterior"
+        raise DataError(f"{', '.join(map(str, files))}: study has no {missing} view")
+    boxes = [{"anterior": _normalised_box(lesion["box_anterior"], study.anterior.shape),
+              "posterior": _normalised_box(lesion["box_posterior"], study.posterior.shape),
+              "kind": lesion["kind"]} for lesion in lesions]
+    return {"anterior": study.anterior, "posterior": study.posterior, "lesion_boxes": boxes}
+
+
+def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
+    labels_path = manual_dir / LABELS_CSV
+    rows = read_csv(labels_path, required=("label",), one_of=("file", "study_instance_uid"))
+    files_of, patient_of = {}, {}
+    for path in dicom.candidate_files([manual_dir]):
+        identity = attempt(on_bad, dicom.read_identity, path, salt)
+        if identity:
+            files_of.setdefault(identity[0], []).append(path)
+            patient_of[identity[0]] = identity[1]
+    lesions = {}
+    if (manual_dir / LESIONS_JSON).is_file():
+        raw = json.loads((manual_dir / LESIONS_JSON).read_text())
+        lesions = {dicom.study_key_for_uid(uid, salt): found for uid, found in raw.items()}
+
+    def label_row(line: int, row: dict) -> tuple[str, str, str, str]:
+        where = f"{labels_path}:{line}"
+        if row.get("file"):
+            key, _ = dicom.read_identity(_existing(manual_dir, row["file"], where), salt)
+        else:
+            key = dicom.study_key_for_uid(row.get("study_instance_uid", ""), salt)
+        if key not in files_of:
+            raise DataError(f"{where}: no readable DICOM file in {manual_dir} belongs to the study on this line")
+        label = parse_label(row["label"], where)
+        patient = salted_patient_hash(row["patient_id"], salt) if row.get("patient_id") else patient_of[key]
+        return key, label, patient, where
+
+    labelled: dict[str, tuple[str, str, str]] = {}
+    for key, label, patient, where in filter(None, (attempt(on_bad, label_row, *item) for item in rows)):
+        if key in labelled and labelled[key][0] != label:
+            report(on_bad, DataError(f"{where}: label {label!r} contradicts {labelled[key][0]!r} given for the "
+                                     f"same study at {labelled[key][2]}"))
+            continue
+        labelled.setdefault(key, (label, patient, where))
+    return [StudyRecord(key, patient, label, ", ".join(map(str, files_of[key])),
+                        lambda files=files_of[key], found=lesions.get(key, []): _load_dicom_study(files, salt, found))
+            for key, (label, patient, _) in sorted(labelled.items())]
+
+
+# ------------------------------------------------------------------ layout (b): BS-80K
+
+def _bs80k_pairs(manual_dir: Path) -> list[tuple[Path, Path]]:
+    """(anterior folder, posterior folder) pairs such as chestRANT/ + chestRPOST/."""
+    pairs = []
+    for folder in sorted(p for p in manual_dir.iterdir() if p.is_dir() and p.name.upper().endswith("ANT")):
+        posterior = folder.with_name(folder.name[:-3] + ("POST" if folder.name.endswith("ANT") else "post"))
+        if posterior.is_dir():
+            pairs.append((folder, posterior))
+    return pairs
+
+
+def _bs80k_labels(folder: Path, on_bad: OnBad | None) -> dict[str, str]:
+    listing = folder / f"{folder.name}.txt"
+    if not listing.is_file():
+        raise DataError(f"{folder}: missing its label list {listing.name} (lines of 'filename label')")
+
+    def parse(line: int, text: str) -> tuple[str, str]:
+        parts = text.split()
+        where = f"{listing}:{line}"
+        if len(parts) != 2 or parts[1] not in BS80K_LABELS:
+            raise DataError(f"{where}: expected 'filename label' with label 0 or 1, got {text.strip()!r}")
+        _existing(folder, parts[0], where)
+        return parts[0], BS80K_LABELS[parts[1]]
+
+    lines = [(n, text) for n, text in enumerate(listing.read_text().splitlines(), start=1) if text.strip()]
+    return dict(filter(None, (attempt(on_bad, parse, *item) for item in lines)))
+
+
+def _load_pair(paths: tuple[Path, Path], where: str) -> dict:
+    views = {"anterior": read_image_file(paths[0], "anterior"), "posterior": read_image_file(paths[1], "posterior")}
+    if views["anterior"].shape != views["posterior"].shape:
+        raise DataError(f"{where}: anterior {views['anterior'].shape} and posterior {views['posterior'].shape} "
+                        f"views differ in size")
+    return {**views, "lesion_boxes": []}
+
+
+def _bs80k_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
+    records = []
+    for ant_dir, post_dir in _bs80k_pairs(manual_dir):
+        ant, post = _bs80k_labels(ant_dir, on_bad), _bs80k_labels(post_dir, on_bad)
+        for name in sorted(set(ant) ^ set(post)):
+            listed, other = (ant_dir, post_dir) if name in ant else (post_dir, ant_dir)
+            report(on_bad, DataError(f"{listed / name}: has no matching file listed in {other}"))
+        region = ant_dir.name[:-3]
+        for name in sorted(set(ant) & set(post)):
+            label = "metastasis" if "metastasis" in (ant[name], post[name]) else NO_METASTASIS
+            paths = (ant_dir / name, post_dir / name)
+            where = f"{paths[0]}, {paths[1]}"
+            records.append(StudyRecord(
+                salted_patient_hash(f"bs80k:{region}:{name}", salt), salted_patient_hash(Path(name).stem, salt),
+                label, where, lambda paths=paths, where=where: _load_pair(paths, where)))
+    return records
+
+
+# ------------------------------------------------------------------ layout (c): manifest.csv
+
+def _manifest_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
+    manifest = manual_dir / MANIFEST_CSV
+
+    def record(line: int, row: dict) -> StudyRecord:
+        where = f"{manifest}:{line}"
+        paths = (_existing(manual_dir, row["anterior"], where), _existing(manual_dir, row["posterior"], where))
+        if not row["patient_id"]:
+            raise DataError(f"{where}: empty patient_id")
+        return StudyRecord(salted_patient_hash(f"manifest:{row['anterior']}:{row['posterior']}", salt),
+                           salted_patient_hash(row["patient_id"], salt), parse_label(row["label"], where), where,
+                           lambda: _load_pair(paths, where))
+
+    rows = read_csv(manifest, required=("anterior", "posterior", "label", "patient_id"))
+    return list(filter(None, (attempt(on_bad, record, *item) for item in rows)))

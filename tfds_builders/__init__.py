@@ -1,0 +1,1 @@
+"""TFDS dataset builders (manual download only): bone scintigraphy and chest X-ray."""

@@ -1,0 +1,1 @@
+"""Whole-body bone scintigraphy (anterior + posterior views) as a TFDS dataset."""
