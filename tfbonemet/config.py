@@ -19,7 +19,9 @@ class FitConfig:
     model: str = "two_view_net"
     model_options: dict = dataclasses.field(default_factory=dict)  # extra builder arguments
     task: str = "binary"  # binary (metastasis or not) | multiclass (4 classes)
-    data: str = "phantom"  # "phantom" (built-in synthetic set) or a dataset location
+    data: str = "phantom"  # "phantom" (built-in synthetic set) or "tfds:NAME[/CONFIG]" (a TFDS build)
+    data_dir: str | None = None  # TFDS data_dir holding the prepared dataset
+    manual_dir: str | None = None  # TFDS manual_dir: prepare the dataset from these files if not built yet
     num_studies: int = 320  # size of the synthetic set
     image_height: int = 512
     image_width: int = 128
@@ -28,7 +30,19 @@ class FitConfig:
     batch_size: int = 16
     learning_rate: float = 2e-3
     class_weighting: bool = True
-    precision: str = "float32"
+    loss: str = "crossentropy"  # crossentropy | focal (down-weights easy examples)
+    focal_gamma: float = 2.0
+    sampling: str = "natural"  # natural | balanced (equal class frequency per batch, no class weights)
+    augmentation: dict = dataclasses.field(default_factory=dict)  # tfbonemet.data.augment.AugmentConfig fields
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
+    early_stopping: int = 0  # patience in epochs on validation AUC; 0 = off
+    init_backbone: str | None = None  # pretrained backbone weights (`tfbonemet pretrain`) to fine-tune from
+    head_epochs: int = 0  # with init_backbone: epochs training the head with the backbone frozen
+    finetune_lr_factor: float = 0.1  # learning rate multiplier once the backbone is unfrozen
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 | auto
+    jit: str = "auto"  # on | off | auto (XLA on GPUs; on CPUs probed when precision is auto, else off)
+    strategy: str = "default"  # default | mirrored | multi-worker (tf.distribute; batch_size is per replica)
+    deterministic: bool = True  # deterministic tf.data order (reproducible runs)
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None
@@ -38,6 +52,7 @@ class FitConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(FitConfig)}
+DICT_FIELDS = ("model_options", "augmentation")  # merged key by key rather than replaced
 
 
 def preset_names() -> list[str]:
@@ -45,11 +60,26 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def preset_description(name: str) -> str:
+    return str(_read_preset(name).get("description", "")).strip()
+
+
+def _read_preset(name: str) -> dict[str, Any]:
     path = resources.files("tfbonemet") / "presets" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names()) or 'none'}")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"preset file {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"preset file {path} must hold a mapping of FitConfig fields")
+    return values
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset's FitConfig values (its `description` removed)."""
+    values = dict(_read_preset(name))
     values.pop("description", None)
     unknown = set(values) - FIELDS
     if unknown:
@@ -79,8 +109,8 @@ def resolve(preset: str | None = None, overrides: dict[str, Any] | None = None) 
             continue
         if key not in FIELDS:
             raise ConfigError(f"unknown option {key!r}")
-        if key == "model_options":
-            values["model_options"] = {**values.get("model_options", {}), **value}
+        if key in DICT_FIELDS:
+            values[key] = {**values.get(key, {}), **value}
         else:
             values[key] = value
     return FitConfig(**values)

@@ -1,42 +1,64 @@
 """`tfbonemet fit`: data -> tf.data -> registered model -> run directory.
 
-A run directory holds model.keras (best epoch by validation AUC), config.json, history.csv,
-metrics.json (validation figures) and TensorBoard logs.
+A run directory holds model.keras (best epoch by validation AUC), config.json (the resolved
+configuration), history.csv, metrics.json (validation figures) and TensorBoard logs. While a
+run trains, backup/ holds the last finished epoch (weights, optimizer, epoch) so `resume`
+continues a killed run; the training stream is a pure function of the seed, so the resumed run
+sees the batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-import contextlib
+import csv
+import dataclasses
 import datetime as dt
 import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from tfbonemet import execution
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
-from tfbonemet.data.datasets import load_split
-from tfbonemet.data.pipeline import TASKS, PipelineConfig, class_weights, from_arrays, input_names, task_labels
+from tfbonemet.data import datasets
+from tfbonemet.data.augment import make_augment
+from tfbonemet.data.pipeline import TASKS, PipelineConfig, class_weights, input_names
 from tfbonemet.errors import ConfigError
+from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
 from tfbonemet.models import MODELS, build_model, input_convention
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LOSSES = ("crossentropy", "focal")
+SAMPLINGS = ("natural", "balanced")
+LR_SCHEDULES = ("constant", "cosine")
+CHOICES = {"task": tuple(TASKS), "precision": PRECISIONS, "jit": JIT_MODES, "strategy": STRATEGIES,
+           "loss": LOSSES, "sampling": SAMPLINGS, "lr_schedule": LR_SCHEDULES, "model": tuple(sorted(MODELS))}
+FINISHED = ("model.keras", "metrics.json")
 
 
 def validate(config: FitConfig) -> None:
-    if config.model not in MODELS:
-        raise ConfigError(f"unknown model {config.model!r}; choose one of {', '.join(sorted(MODELS))}")
-    if config.task not in TASKS:
-        raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    for name, choices in CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ConfigError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(choices)}")
     for name in ("epochs", "batch_size", "num_studies", "image_height", "image_width"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.learning_rate <= 0:
-        raise ConfigError(f"learning_rate must be positive, got {config.learning_rate}")
+    for name in ("learning_rate", "finetune_lr_factor", "focal_gamma"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.early_stopping < 0 or config.head_epochs < 0:
+        raise ConfigError("early_stopping and head_epochs must not be negative")
+    if config.head_epochs >= config.epochs and config.init_backbone:
+        raise ConfigError(f"head_epochs ({config.head_epochs}) must be below epochs ({config.epochs}) "
+                          f"to leave epochs for fine-tuning the unfrozen backbone")
+    if config.init_backbone and not Path(config.init_backbone).is_file():
+        raise ConfigError(f"backbone weight file {config.init_backbone} does not exist")
+    datasets.check_source(config.data)
+    make_augment(config.augmentation, config.normalisation)
 
 
 def make_run_dir(config: FitConfig) -> Path:
@@ -50,22 +72,13 @@ def make_run_dir(config: FitConfig) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(exist_ok=False)
     except FileExistsError:
-        raise ConfigError(f"run directory {run_dir} already exists; choose another --run-name") from None
+        raise ConfigError(f"run directory {run_dir} already exists; choose another --run-name "
+                          f"or continue it with --resume {run_dir}") from None
     except OSError as exc:
         raise ConfigError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     if not os.access(run_dir, os.W_OK):
         raise ConfigError(f"run directory {run_dir} is not writable")
     return run_dir
-
-
-@contextlib.contextmanager
-def dtype_policy(precision: str):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 class ValidationAUC(keras.callbacks.Callback):
@@ -82,6 +95,21 @@ class ValidationAUC(keras.callbacks.Callback):
         logs["val_auc"] = metrics_lib.classification_metrics(self.labels, probabilities)["auc"]
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on val_auc whose patience counter carries over a resume (seeded from history.csv)."""
+
+    def __init__(self, patience: int, history: list[dict]):
+        super().__init__(monitor="val_auc", mode="max", patience=patience)
+        self.history = history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        scores = [float(row["val_auc"]) for row in self.history if row.get("val_auc") not in (None, "", "nan")]
+        if scores:
+            best = int(np.argmax(scores))
+            self.best, self.wait = scores[best], len(scores) - 1 - best
+
+
 def save_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".part" + path.suffix)
     model.save(tmp)
@@ -94,51 +122,192 @@ def write_json(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
-def fit(config: FitConfig, log=print) -> Path:
-    """Train `config.model` and write the run directory; returns its path."""
-    validate(config)
-    run_dir = make_run_dir(config)
-    (run_dir / "config.json").write_text(config.to_json())
-    keras.utils.set_random_seed(config.seed)
-    train, val = load_split(config, "train", log=log), load_split(config, "validation", log=log)
-    num_classes = len(TASKS[config.task])
-    y_train, y_val = task_labels(train.labels, config.task), task_labels(val.labels, config.task)
-    if len(train) == 0 or len(val) == 0:
-        raise ConfigError(f"too few studies ({config.num_studies}) for a train/validation split")
+def read_history(path: Path, before_epoch: int) -> list[dict]:
+    """history.csv rows of epochs before `before_epoch`, rewriting the file without later rows.
 
+    A run killed after logging an epoch but before backing it up repeats that epoch on resume;
+    dropping its row keeps one row per epoch.
+    """
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    kept = [row for row in rows if int(row["epoch"]) < before_epoch]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as fh:
+            if kept:
+                writer = csv.DictWriter(fh, fieldnames=list(kept[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+    return kept
+
+
+def backed_up_epoch(backup_dir: Path) -> int | None:
+    """Epochs finished according to a BackupAndRestore directory (None if there is no backup)."""
+    meta = backup_dir / "training_metadata.json"
+    return json.loads(meta.read_text())["epoch"] if meta.exists() else None
+
+
+@dataclasses.dataclass
+class Stage:
+    """A contiguous range of epochs trained with one compiled optimizer (head-only, or all layers)."""
+
+    name: str
+    first_epoch: int
+    last_epoch: int  # exclusive
+    learning_rate: float
+    frozen_backbone: bool
+
+
+def stages(config: FitConfig) -> list[Stage]:
+    """Plain training is one stage; fine-tuning a pre-trained backbone is head-first, then all at a lower rate."""
+    if not config.init_backbone or not config.head_epochs:
+        return [Stage("train", 0, config.epochs, config.learning_rate, False)]
+    return [Stage("head", 0, config.head_epochs, config.learning_rate, True),
+            Stage("finetune", config.head_epochs, config.epochs, config.learning_rate * config.finetune_lr_factor,
+                  False)]
+
+
+def compile_model(model: keras.Model, config: FitConfig, stage: Stage, steps_per_epoch: int, jit: bool) -> None:
+    rate = stage.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, (stage.last_epoch - stage.first_epoch) * steps_per_epoch)
+    if config.loss == "focal":
+        loss = keras.losses.CategoricalFocalCrossentropy(gamma=config.focal_gamma)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    else:
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, jit_compile=jit)
+
+
+def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
+        val_split: datasets.Split | None = None) -> Path:
+    """Train `config.model` and write a new run directory; returns its path.
+
+    `train_split`/`val_split` replace the configured source's splits (cross-validation folds).
+    """
+    validate(config)
+    run_dir = make_run_dir(config) if execution.is_chief() else Path(tempfile.mkdtemp(prefix="tfbonemet-worker-"))
+    config = dataclasses.replace(config, **dict(zip(("precision", "jit"), resolve_execution(config, log))))
+    (run_dir / "config.json").write_text(config.to_json())
+    return _train(config, run_dir, log, train_split, val_split)
+
+
+def resume(run_dir, log=print) -> Path:
+    """Continue a killed run from its last backed-up epoch, with the configuration it started with."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    if all((run_dir / name).exists() for name in FINISHED):
+        raise ConfigError(f"run {run_dir} has already finished")
+    config = resolved_config(run_dir)
+    validate(config)
+    log(f"Resuming {run_dir}")
+    return _train(config, run_dir, log, None, None)
+
+
+def resolve_execution(config: FitConfig, log) -> tuple[str, str]:
+    """Concrete precision and jit for the run (config.json records these, so a resume matches)."""
+    def build():
+        return build_model(config.model, image_size=(config.image_height, config.image_width),
+                           num_classes=len(TASKS[config.task]), **config.model_options)
+    key = {"model": config.model, "options": config.model_options, "size": [config.image_height, config.image_width]}
+    precision, jit = execution.choose(config.precision, config.jit, build, key, config.batch_size, log)
+    return precision, "on" if jit else "off"
+
+
+def _train(config: FitConfig, run_dir: Path, log, train_split, val_split) -> Path:
+    keras.utils.set_random_seed(config.seed)
+    strategy = execution.make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    train_split = train_split or datasets.open_split(config, "train")
+    val_split = val_split or datasets.open_split(config, "validation")
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise ConfigError(f"too few studies ({config.num_studies}) for a train/validation split")
+    num_classes = len(TASKS[config.task])
+    y_train, y_val = train_split.task_labels(config.task), val_split.task_labels(config.task)
     views = "two_view" if input_convention(config.model) == "two_view" else "anterior"
     pipeline = PipelineConfig(image_height=config.image_height, image_width=config.image_width, views=views,
-                              normalisation=config.normalisation, batch_size=config.batch_size)
-    arrays_of = lambda s: {"anterior": s.anterior, "posterior": s.posterior}  # noqa: E731
-    train_ds = from_arrays(arrays_of(train), y_train, pipeline, training=True, seed=config.seed)
-    val_ds = from_arrays(arrays_of(val), y_val, pipeline, training=False)
+                              normalisation=config.normalisation, batch_size=config.batch_size * replicas,
+                              deterministic=config.deterministic, balanced=config.sampling == "balanced")
+    steps = math.ceil(len(y_train) / pipeline.batch_size)
+    val_ds = val_split.batches(pipeline, training=False, task=config.task)
+    augment = make_augment(config.augmentation, config.normalisation)
+    weights = None
+    if config.class_weighting and config.sampling == "natural":
+        weights = class_weights(y_train, num_classes)
 
-    with dtype_policy(config.precision):
+    with execution.dtype_policy(config.precision), strategy.scope():
         model = build_model(config.model, image_size=(config.image_height, config.image_width),
                             num_classes=num_classes, **config.model_options)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        best_path = run_dir / "best.keras"
-        callbacks = [
-            ValidationAUC(val_ds, y_val),
-            keras.callbacks.ModelCheckpoint(best_path, monitor="val_auc", mode="max", save_best_only=True),
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
-        ]
-        log(f"Training {config.model} ({model.count_params():,} parameters) on {len(train)} studies, "
-            f"validating on {len(val)}; inputs {', '.join(input_names(views))} "
-            f"{config.image_height}x{config.image_width}, precision {config.precision}")
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                  class_weight=class_weights(y_train, num_classes) if config.class_weighting else None,
-                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
-        if best_path.exists():
-            model = keras.models.load_model(best_path)
-            best_path.unlink()
-        save_atomic(model, run_dir / "model.keras")
-        probabilities = model.predict(val_ds, verbose=0)
+        if config.init_backbone:
+            from tfbonemet.models import finetune
+            finetune.load_backbone_weights(model, config.init_backbone)
+            log(f"Loaded pre-trained backbone weights from {config.init_backbone}")
+        log(f"Training {config.model} ({model.count_params():,} parameters) on {len(y_train)} studies, "
+            f"validating on {len(y_val)}; inputs {', '.join(input_names(views))} "
+            f"{config.image_height}x{config.image_width}; precision {config.precision}, XLA {config.jit}; "
+            f"{replicas} replica(s), global batch {pipeline.batch_size}"
+            + (f"; augmentation {config.augmentation}" if augment else "")
+            + ("; class-balanced sampling" if pipeline.balanced else ""))
+        for stage in stages(config):
+            _train_stage(model, config, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights,
+                         steps, log)
+    return _finish(config, run_dir, model, val_ds, y_val, log)
+
+
+def _train_stage(model, config, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights, steps, log):
+    backup_dir = run_dir / "backup" / stage.name
+    start = backed_up_epoch(backup_dir)
+    start = stage.first_epoch if start is None else start
+    history = read_history(run_dir / "history.csv", before_epoch=start)
+    if stage.first_epoch < start < stage.last_epoch:
+        log(f"Resuming stage {stage.name} at epoch {start + 1} of {config.epochs}")
+    if stage.name != "train":
+        from tfbonemet.models import finetune
+        if stage.frozen_backbone:
+            finetune.freeze_backbone(model)
+        else:
+            finetune.unfreeze(model, fraction=1.0)
+        log(f"Stage {stage.name}: epochs {stage.first_epoch + 1}-{stage.last_epoch}, "
+            f"learning rate {stage.learning_rate:g}, backbone {'frozen' if stage.frozen_backbone else 'trainable'}")
+    compile_model(model, config, stage, steps, config.jit == "on")
+    train_ds = train_split.batches(pipeline, training=True, task=config.task, augment=augment, seed=config.seed,
+                                   repeat=True, skip_batches=(start - stage.first_epoch) * steps)
+    if config.loss == "focal":
+        num_classes = len(TASKS[config.task])
+        train_ds = train_ds.map(lambda x, y, *rest: (x, keras.ops.one_hot(y, num_classes), *rest))
+        val_ds = val_ds.map(lambda x, y: (x, keras.ops.one_hot(y, num_classes)))
+    scores = [float(row["val_auc"]) for row in history if row.get("val_auc") not in (None, "", "nan")]
+    callbacks = [
+        ValidationAUC(val_ds, y_val),
+        keras.callbacks.ModelCheckpoint(run_dir / "best.keras", monitor="val_auc", mode="max", save_best_only=True,
+                                        initial_value_threshold=max(scores) if scores else None),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+        # kept until the run is finished, so a resume after this stage restores its end state
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
+    ]
+    if config.early_stopping:
+        callbacks.insert(2, ResumableEarlyStopping(config.early_stopping, history))
+    model.fit(train_ds, validation_data=val_ds, epochs=stage.last_epoch, initial_epoch=stage.first_epoch,
+              steps_per_epoch=steps, class_weight=weights, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+
+
+def _finish(config, run_dir, model, val_ds, y_val, log) -> Path:
+    best_path = run_dir / "best.keras"
+    if best_path.exists():
+        model = keras.models.load_model(best_path)
+        best_path.unlink()
+    save_atomic(model, run_dir / "model.keras")
+    probabilities = model.predict(val_ds, verbose=0)
     figures = metrics_lib.classification_metrics(y_val, probabilities)
-    write_json(run_dir / "metrics.json", {"split": "validation", "task": config.task,
+    with (run_dir / "history.csv").open(newline="") as fh:
+        epochs_run = sum(1 for _ in csv.DictReader(fh))
+    write_json(run_dir / "metrics.json", {"split": "validation", "task": config.task, "epochs_run": epochs_run,
                                           "classes": list(TASKS[config.task]), **figures})
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
     log("Validation: " + ", ".join(f"{k} {figures[k]:.3f}" for k in
                                    ("accuracy", "precision", "recall", "specificity", "f1", "auc")))
     log(f"Run directory: {run_dir}")
@@ -148,4 +317,3 @@ def fit(config: FitConfig, log=print) -> Path:
 def resolved_config(run_dir: Path) -> FitConfig:
     """The configuration a run was trained with."""
     return FitConfig(**json.loads((Path(run_dir) / "config.json").read_text()))
-

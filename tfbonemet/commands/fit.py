@@ -1,55 +1,113 @@
-"""`tfbonemet fit`: train a classifier and write a run directory."""
+"""`tfbonemet fit`: train a classifier and write a run directory (options shared with `tfbonemet cv`)."""
 from __future__ import annotations
 
 import click
 
+from tfbonemet.data.augment import STANDARD
 from tfbonemet.data.pipeline import TASKS
+from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
 from tfbonemet.models import MODELS
 from tfbonemet.models.layers import AGGREGATIONS
-from tfbonemet.train import PRECISIONS
+from tfbonemet.train import LOSSES, LR_SCHEDULES, SAMPLINGS
+
+TRAINING_OPTIONS = [
+    click.option("--preset", default=None,
+                 help="Named experiment preset (see `tfbonemet presets`); options below override it."),
+    click.option("--model", type=click.Choice(sorted(MODELS)), default=None,
+                 help="Registered model to train (see `tfbonemet models`). Default: two_view_net."),
+    click.option("--task", type=click.Choice(list(TASKS)), default=None,
+                 help="binary: metastasis or not; multiclass: normal / metastasis / arthritis / thyroid carcinoma."),
+    click.option("--data", default=None,
+                 help="'phantom' (default: the built-in synthetic set) or tfds:NAME[/CONFIG], e.g. "
+                      "tfds:bone_scintigraphy/binary."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                 help="TFDS data_dir holding the prepared dataset."),
+    click.option("--manual-dir", type=click.Path(exists=True, file_okay=False), default=None,
+                 help="Source files to build the TFDS dataset from if it is not built yet."),
+    click.option("--num-studies", type=click.IntRange(min=8), default=None,
+                 help="Studies in the synthetic set (default 320; split 70/15/15 by patient)."),
+    click.option("--image-size", nargs=2, type=click.IntRange(min=32), default=None, metavar="H W",
+                 help="Model input height and width per view (default 512 128)."),
+    click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 12)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Batch size per replica (default 16); the global batch is this times the replicas."),
+    click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Adam learning rate (default 2e-3)."),
+    click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
+                 help="constant (default) or cosine decay to 0 over the epochs."),
+    click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
+                 help="Stop after PATIENCE epochs without a better validation AUC (default 0: off)."),
+    click.option("--augment/--no-augment", default=None,
+                 help="Training augmentation: rotation, shift, zoom, left-right flip of both views, intensity "
+                      "and counting-noise jitter (presets set their own; default off)."),
+    click.option("--loss", type=click.Choice(LOSSES), default=None,
+                 help="crossentropy (default) or focal (down-weights easy examples, for class imbalance)."),
+    click.option("--sampling", type=click.Choice(SAMPLINGS), default=None,
+                 help="natural (default, with class weights) or balanced (equal class frequency per batch)."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                 help="Keras dtype policy (default float32); auto picks per model and device and says what."),
+    click.option("--jit", type=click.Choice(JIT_MODES), default=None,
+                 help="XLA compilation: on, off, or auto (default: on GPUs; on CPUs probed with --precision auto)."),
+    click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+                 help="tf.distribute strategy: default, mirrored (all local devices), multi-worker (TF_CONFIG)."),
+    click.option("--init-backbone", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="Fine-tune from backbone weights saved by `tfbonemet pretrain`."),
+    click.option("--head-epochs", type=click.IntRange(min=0), default=None,
+                 help="With --init-backbone: epochs training only the head before unfreezing the backbone."),
+    click.option("--aggregation", type=click.Choice(AGGREGATIONS), default=None,
+                 help="How a two-view model fuses the view features (default concat)."),
+    click.option("--seed", type=int, default=None, help="Random seed for data, splits and weights (default 0)."),
+    click.option("--output-dir", type=click.Path(), default=None,
+                 help="Where run directories are created (default ./runs)."),
+    click.option("--run-name", default=None, help="Run directory name (default: timestamp and model)."),
+]
+
+
+def training_options(command):
+    for option in reversed(TRAINING_OPTIONS):
+        command = option(command)
+    return command
+
+
+def resolve_options(options: dict):
+    """Click option values -> FitConfig (defaults <- preset <- given options)."""
+    from tfbonemet import config as config_lib
+
+    options = dict(options)
+    preset, image_size = options.pop("preset"), options.pop("image_size")
+    aggregation, augment = options.pop("aggregation"), options.pop("augment")
+    if image_size:
+        options.update(image_height=image_size[0], image_width=image_size[1])
+    if aggregation:
+        options["model_options"] = {"aggregation": aggregation}
+    config = config_lib.resolve(preset, options)
+    if augment is False:
+        config.augmentation = {}
+    elif augment and not config.augmentation:
+        config.augmentation = STANDARD.as_dict()
+    return config
 
 
 @click.command()
-@click.option("--preset", default=None, help="Named experiment preset (see `tfbonemet presets`); options below override it.")
-@click.option("--model", type=click.Choice(sorted(MODELS)), default=None,
-              help="Registered model to train (see `tfbonemet models`). Default: two_view_net.")
-@click.option("--task", type=click.Choice(list(TASKS)), default=None,
-              help="binary: metastasis or not; multiclass: normal / metastasis / arthritis / thyroid carcinoma.")
-@click.option("--data", default=None, help="Data source. Default 'phantom': the built-in synthetic bone-scan set.")
-@click.option("--num-studies", type=click.IntRange(min=8), default=None,
-              help="Studies in the synthetic set (default 320; split 70/15/15 by patient).")
-@click.option("--image-size", nargs=2, type=click.IntRange(min=32), default=None, metavar="H W",
-              help="Model input height and width per view (default 512 128).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 12).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default 16).")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Adam learning rate (default 2e-3).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="Keras dtype policy (default float32).")
-@click.option("--aggregation", type=click.Choice(AGGREGATIONS), default=None,
-              help="How a two-view model fuses the view features (default concat).")
-@click.option("--seed", type=int, default=None, help="Random seed for data, splits and weights (default 0).")
-@click.option("--output-dir", type=click.Path(), default=None, help="Where run directories are created (default ./runs).")
-@click.option("--run-name", default=None, help="Run directory name (default: timestamp and model).")
-def fit(preset, model, task, data, num_studies, image_size, epochs, batch_size, learning_rate, precision,
-        aggregation, seed, output_dir, run_name):
+@training_options
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue the killed run in this run directory (its saved configuration; other options ignored).")
+def fit(resume_dir, **options):
     """Train a classifier and write a run directory.
 
     The run directory holds model.keras (best epoch by validation AUC), config.json (the resolved
     configuration), history.csv, metrics.json (validation accuracy, precision, recall,
-    specificity, F1, AUC) and TensorBoard logs.
+    specificity, F1, AUC) and TensorBoard logs. A killed run continues with --resume RUN_DIR.
     """
-    from tfbonemet import config as config_lib
-    from tfbonemet.train import fit as run_fit
+    from tfbonemet import train
 
-    overrides = dict(model=model, task=task, data=data, num_studies=num_studies, epochs=epochs,
-                     batch_size=batch_size, learning_rate=learning_rate, precision=precision, seed=seed,
-                     output_dir=output_dir, run_name=run_name)
-    if image_size:
-        overrides.update(image_height=image_size[0], image_width=image_size[1])
-    if aggregation:
-        overrides["model_options"] = {"aggregation": aggregation}
-    run_fit(config_lib.resolve(preset, overrides), log=click.echo)
+    if resume_dir:
+        given = sorted(k for k, v in options.items() if v is not None)
+        if given:
+            raise click.UsageError(f"--resume uses the run's saved configuration; drop --{given[0].replace('_', '-')}")
+        train.resume(resume_dir, log=click.echo)
+        return
+    train.fit(resolve_options(options), log=click.echo)
 
 
 COMMANDS = [fit]

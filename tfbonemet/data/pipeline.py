@@ -1,7 +1,9 @@
 """tf.data input pipelines: studies -> ({"anterior", "posterior"} or {"image"}, label) batches.
 
-Deterministic preprocessing (mirror, resize, normalise) runs once and is cached; shuffling and
-augmentation run per epoch on training batches only.
+Deterministic preprocessing (mirror, resize, normalise) runs once and is cached; shuffling,
+class-balanced sampling and augmentation (tfbonemet.data.augment) run on training batches only.
+A repeated training stream is a pure function of the seed, so a resumed run can skip the batches
+it has already seen and continue with exactly the batches an uninterrupted run would have had.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ VIEW_SETS = {
     "two_view": ("anterior", "posterior"),
     "anterior": ("anterior",),
     "posterior": ("posterior",),
+    "image": ("image",),  # single-image datasets (chest X-ray)
 }
 
 
@@ -45,6 +48,8 @@ class PipelineConfig:
     batch_size: int = 16
     shuffle_buffer: int = 1024
     deterministic: bool = True
+    balanced: bool = False  # training batches sample every class equally often
+    cache: str = ""  # tf.data cache: "" keeps preprocessed examples in memory, else a file prefix
 
 
 def input_names(views: str) -> tuple[str, ...]:
@@ -67,32 +72,62 @@ def preprocess_views(features: dict, config: PipelineConfig) -> dict:
 
 
 def from_arrays(views: dict[str, np.ndarray], labels: np.ndarray, config: PipelineConfig, training: bool,
-                augment: Callable | None = None, seed: int = 0,
-                sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+                augment: Callable | None = None, seed: int = 0, sample_weights: np.ndarray | None = None,
+                repeat: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
     """Batches from in-memory count arrays keyed by view name."""
     features = {name: views[name] for name in VIEW_SETS[config.views]}
     elements = (features, labels) if sample_weights is None else (features, labels, sample_weights)
     ds = tf.data.Dataset.from_tensor_slices(elements)
-    return batch_pipeline(ds, config, training, augment=augment, seed=seed, num_examples=len(labels))
+    return batch_pipeline(ds, config, training, augment=augment, seed=seed, labels=labels, repeat=repeat,
+                          skip_batches=skip_batches)
 
 
 def batch_pipeline(ds: tf.data.Dataset, config: PipelineConfig, training: bool, augment: Callable | None = None,
-                   seed: int = 0, num_examples: int | None = None) -> tf.data.Dataset:
-    """(raw features, label[, weight]) elements -> cached, shuffled, batched, augmented, prefetched."""
+                   seed: int = 0, labels: np.ndarray | None = None, repeat: bool = False,
+                   skip_batches: int = 0) -> tf.data.Dataset:
+    """(raw features, label[, weight]) elements -> cached, shuffled, batched, augmented, prefetched.
+
+    `augment(features, seed)` gets a per-batch seed (seed, batch index). With `repeat` the
+    training stream never ends (fit with steps_per_epoch) and `skip_batches` fast-forwards it.
+    `labels` (the labels in element order) size the shuffle buffer and the balanced sampler.
+    """
     def prepare(features, *rest):
         return (preprocess_views(features, config), *rest)
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic).cache()
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
+    ds = ds.cache(config.cache)
     if training:
-        buffer = min(config.shuffle_buffer, num_examples or config.shuffle_buffer)
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        num_examples = len(labels) if labels is not None else config.shuffle_buffer
+        buffer = max(1, min(config.shuffle_buffer, num_examples))
+        if config.balanced:
+            ds = balanced_sample(ds, labels, buffer, seed)
+            ds = ds if repeat else ds.take(num_examples)
+        else:
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.repeat() if repeat else ds
     ds = ds.batch(config.batch_size, drop_remainder=False)
     if training and augment is not None:
-        ds = ds.map(lambda x, *rest: (augment(x), *rest), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=config.deterministic)
+        def augment_element(element, index):
+            features, *rest = element
+            return (augment(features, tf.stack([tf.constant(seed, tf.int64), index])), *rest)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.counter()).skip(skip_batches)
+        ds = ds.map(augment_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
+    elif skip_batches:
+        ds = ds.skip(skip_batches)
     options = tf.data.Options()
     options.deterministic = config.deterministic
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_sample(ds: tf.data.Dataset, labels: np.ndarray, buffer: int, seed: int) -> tf.data.Dataset:
+    """An endless stream drawing each present class with equal probability (minority examples repeat)."""
+    if labels is None:
+        raise ValueError("balanced sampling needs the labels")
+    classes = np.unique(np.asarray(labels))
+    per_class = [ds.filter(lambda _, label, *rest, c=int(c): tf.equal(tf.cast(label, tf.int64), c))
+                 .shuffle(buffer, seed=seed + int(c), reshuffle_each_iteration=True).repeat()
+                 for c in classes]
+    return tf.data.Dataset.sample_from_datasets(per_class, weights=[1.0 / len(classes)] * len(classes), seed=seed)
 
 
 def class_weights(labels: Sequence[int], num_classes: int) -> dict[int, float]:
