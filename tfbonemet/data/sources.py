@@ -117,10 +117,11 @@ def read_csv(path: Path, required: tuple[str, ...], one_of: tuple[str, ...] = ()
     return rows
 
 
-def parse_label(value: str, where: str) -> str:
+def parse_label(value: str, where: str, names: tuple[str, ...] = LABEL_NAMES) -> str:
+    """A label name from a label file, case-insensitive; DataError naming the line if unknown."""
     label = value.strip().lower()
-    if label not in LABEL_NAMES:
-        raise DataError(f"{where}: unknown label {value!r}; expected one of {', '.join(LABEL_NAMES)}")
+    if label not in names:
+        raise DataError(f"{where}: unknown label {value!r}; expected one of {', '.join(names)}")
     return label
 
 
@@ -148,7 +149,7 @@ def read_image_file(path: Path, view: str | None = None) -> np.ndarray:
     return np.clip(array, 0, np.iinfo(np.uint16).max).astype(np.uint16)
 
 
-def _existing(base: Path, name: str, where: str) -> Path:
+def existing_file(base: Path, name: str, where: str) -> Path:
     path = base / name
     if not name or not path.is_file():
         raise DataError(f"{where}: names {name!r}, which is not a file in {base}")
@@ -191,7 +192,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
     def label_row(line: int, row: dict) -> tuple[str, str, str, str]:
         where = f"{labels_path}:{line}"
         if row.get("file"):
-            key, _ = dicom.read_identity(_existing(manual_dir, row["file"], where), salt)
+            key, _ = dicom.read_identity(existing_file(manual_dir, row["file"], where), salt)
         else:
             key = dicom.study_key_for_uid(row.get("study_instance_uid", ""), salt)
         if key not in files_of:
@@ -234,7 +235,7 @@ def _bs80k_labels(folder: Path, on_bad: OnBad | None) -> dict[str, str]:
         where = f"{listing}:{line}"
         if len(parts) != 2 or parts[1] not in BS80K_LABELS:
             raise DataError(f"{where}: expected 'filename label' with label 0 or 1, got {text.strip()!r}")
-        _existing(folder, parts[0], where)
+        existing_file(folder, parts[0], where)
         return parts[0], BS80K_LABELS[parts[1]]
 
     lines = [(n, text) for n, text in enumerate(listing.read_text().splitlines(), start=1) if text.strip()]
@@ -274,7 +275,7 @@ def _manifest_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list
 
     def record(line: int, row: dict) -> StudyRecord:
         where = f"{manifest}:{line}"
-        paths = (_existing(manual_dir, row["anterior"], where), _existing(manual_dir, row["posterior"], where))
+        paths = (existing_file(manual_dir, row["anterior"], where), existing_file(manual_dir, row["posterior"], where))
         if not row["patient_id"]:
             raise DataError(f"{where}: empty patient_id")
         return StudyRecord(salted_patient_hash(f"manifest:{row['anterior']}:{row['posterior']}", salt),

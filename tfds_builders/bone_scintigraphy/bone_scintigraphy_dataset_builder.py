@@ -11,11 +11,12 @@ from tfbonemet.data.phantom import CLASS_NAMES
 from tfbonemet.data.pipeline import TASKS
 from tfbonemet.data.splits import assign_splits
 from tfbonemet.errors import DataError
+from tfds_builders.build_options import BuildOptions
 
 SPLITS = ("train", "validation", "test")
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for bone_scintigraphy (manual download: DICOM, BS-80K or a CSV manifest)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -35,14 +36,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Labels are names from: normal, metastasis, arthritis, thyroid_carcinoma, no_metastasis.
     """
 
-    def __init__(self, *, skip_bad: bool = False, salt: str | None = None, split_seed: int = 0, **kwargs):
-        """`skip_bad`: leave bad inputs out (their errors in `self.skipped`) instead of stopping at the first."""
-        self._skip_bad = skip_bad
-        self._salt = salt
-        self._split_seed = split_seed
-        self.skipped: list[str] = []
-        super().__init__(**kwargs)
-
     def _info(self) -> tfds.core.DatasetInfo:
         view = tfds.features.Image(shape=(None, None, 1), dtype=np.uint16)
         return self.dataset_info_from_configs(
@@ -60,20 +53,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             }),
         )
 
-    def _on_bad(self, error: DataError) -> None:
-        self.skipped.append(str(error))
-
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = Path(dl_manager.manual_dir)
-        on_bad = self._on_bad if self._skip_bad else None
-        records = sources.read_source(manual_dir, salt=self._salt, on_bad=on_bad)
+        records = sources.read_source(manual_dir, salt=self._salt, on_bad=self.on_bad)
         if self.builder_config.name == "multiclass" and any(r.label == sources.NO_METASTASIS for r in records):
             raise DataError(f"{manual_dir}: some labels only say '{sources.NO_METASTASIS}'; "
                             f"build this source with the binary config")
         # stratified on metastasis in every config, so binary and multiclass share one patient split
         split_of = assign_splits([r.patient_hash for r in records], [int(r.is_metastatic) for r in records],
                                  seed=self._split_seed)
-        return {name: self._generate_examples([r for r, s in zip(records, split_of) if s == name], on_bad)
+        return {name: self._generate_examples([r for r, s in zip(records, split_of) if s == name])
                 for name in SPLITS}
 
     def _label(self, record: sources.StudyRecord) -> int:
@@ -81,9 +70,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             return int(record.is_metastatic)
         return CLASS_NAMES.index(record.label)
 
-    def _generate_examples(self, records, on_bad):
+    def _generate_examples(self, records):
         for record in records:
-            views = sources.attempt(on_bad, record.load)
+            views = sources.attempt(self.on_bad, record.load)
             if views is None:
                 continue
             yield record.study_hash, {
