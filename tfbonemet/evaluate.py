@@ -81,7 +81,10 @@ def load_run(path, data_options: dict | None = None) -> LoadedRun:
         task = next((t for t, c in TASKS.items() if len(c) == num_outputs), None)
         if task is None:
             raise ModelError(f"{path} outputs {num_outputs} classes; no task has that many")
-        config = resolve(overrides={**(data_options or {}), "task": task, "image_height": int(height),
+        from tfbonemet.models import MODELS
+
+        known = {"model": model.name} if model.name in MODELS else {}
+        config = resolve(overrides={**(data_options or {}), **known, "task": task, "image_height": int(height),
                                     "image_width": int(width)})
     elif (config.image_height, config.image_width) != (height, width):
         raise ModelError(f"{model_path} takes {height}x{width} images but its config.json says "

@@ -27,13 +27,16 @@ def _visualizer(method: str):
     return {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "scorecam": Scorecam}[method]
 
 
-def target_layers(model) -> dict[str, str]:
+def target_layers(model, registry_name: str | None = None) -> dict[str, str]:
     """Model input name -> the 4-D layer whose maps explain that input.
 
-    Order of preference: per-view `<input>_features` layers, the registry's `gradcam_layers`, then
-    the last top-level layer with a 4-D output (a nested backbone model cannot serve: its inner
-    tensors are not reachable from the outer inputs).
+    Order of preference: per-view `<input>_features` layers, the registry's `gradcam_layers` (of
+    `registry_name`, else of any registered model whose layers this model has), then the last
+    top-level layer with a 4-D output (a nested backbone model cannot serve: its inner tensors
+    are not reachable from the outer inputs).
     """
+    import keras
+
     from tfbonemet.models import MODELS
 
     names = [t.name.split(":")[0] for t in model.inputs]
@@ -41,24 +44,24 @@ def target_layers(model) -> dict[str, str]:
     per_view = {n: f"{n}_features" for n in names if f"{n}_features" in layers}
     if len(per_view) == len(names):
         return per_view
-    registered = getattr(MODELS.get(model.name), "gradcam_layers", None)
-    if registered:
-        registered = dict(registered) if isinstance(registered, dict) else dict(zip(names, registered))
-        if set(names) <= set(registered) and all(v in layers for v in registered.values()):
-            return {n: registered[n] for n in names}
+    specs = [MODELS[registry_name]] if registry_name in MODELS else list(MODELS.values())
+    for spec in specs:
+        registered = tuple(getattr(spec, "gradcam_layers", ()) or ())
+        if len(registered) == len(names) and all(v in layers for v in registered):
+            return dict(zip(names, registered))
     if len(names) == 1:
-        import keras
-
         for layer in reversed(model.layers):
-            shape = getattr(layer, "output", None) is not None and layer.output.shape
-            if shape and len(shape) == 4 and not isinstance(layer, (keras.Model, keras.layers.InputLayer)):
+            if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
+                continue
+            if len(layer.output.shape) == 4:
                 return {names[0]: layer.name}
     raise ModelError(f"cannot find a feature-map layer to explain each input of model {model.name!r} "
                      f"(inputs {names}); name them `<input>_features` or register gradcam_layers")
 
 
 def class_activation_maps(model, inputs: dict[str, np.ndarray], class_index: int, method: str = "gradcam",
-                          scorecam_max_n: int = 32, normalise: bool = True) -> dict[str, np.ndarray]:
+                          scorecam_max_n: int = 32, normalise: bool = True,
+                          registry_name: str | None = None) -> dict[str, np.ndarray]:
     """Input name -> maps (N, H, W) in [0, 1] for `class_index`, computed on the class logit.
 
     The softmax is replaced by a linear output on a clone (tf-keras-vis ReplaceToLinear), so
@@ -72,7 +75,7 @@ def class_activation_maps(model, inputs: dict[str, np.ndarray], class_index: int
     seeds = [np.asarray(inputs[n], np.float32) for n in names]
     visualizer = _visualizer(method)(model, model_modifier=ReplaceToLinear(), clone=True)
     maps = {}
-    for index, (name, layer) in enumerate(target_layers(model).items()):
+    for index, (name, layer) in enumerate(target_layers(model, registry_name).items()):
         options = {"max_N": min(scorecam_max_n, model.get_layer(layer).output.shape[-1])} \
             if method == "scorecam" else {}
         with warnings.catch_warnings():
@@ -156,7 +159,8 @@ def explain_studies(run, views: dict[str, np.ndarray], names: list[str], method:
         inputs = {k: t.numpy() for k, t in preprocess_views(
             {v: tf.constant(a[..., None]) for v, a in chunk.items()}, pipeline).items()}
         probabilities = np.asarray(run.model.predict(inputs, verbose=0))
-        maps = class_activation_maps(run.model, inputs, class_index, method, **options)
+        maps = class_activation_maps(run.model, inputs, class_index, method, registry_name=run.config.model,
+                                     **options)
         for i, name in enumerate(names[start:start + batch_size]):
             shown = {"anterior": chunk["anterior"][i]} if run.views != "two_view" else {
                 v: chunk[v][i] for v in ("anterior", "posterior")}

@@ -1,0 +1,126 @@
+"""Explanations: target layers, map shapes per method and precision, view-frame mapping, files, pointing game."""
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from tfbonemet import explain
+from tfbonemet.cli import cli
+from tfbonemet.evaluate import load_run
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run_dir):
+    return load_run(tiny_run_dir)
+
+
+def test_two_view_targets_are_per_view_feature_layers(run):
+    assert explain.target_layers(run.model) == {"anterior": "anterior_features", "posterior": "posterior_features"}
+
+
+def test_single_view_model_falls_back_to_last_feature_map():
+    import keras
+
+    image = keras.Input((64, 16, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(image)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(image, out)
+    assert explain.target_layers(model) == {"image": "c2"}
+    maps = explain.class_activation_maps(model, {"image": np.random.rand(2, 64, 16, 1)}, 1, "gradcam++")
+    assert maps["image"].shape == (2, 64, 16)
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_maps_per_view_and_method(run, method):
+    inputs = {v: np.random.default_rng(0).random((2, 128, 32, 1), np.float32) for v in ("anterior", "posterior")}
+    maps = explain.class_activation_maps(run.model, inputs, 1, method, scorecam_max_n=4)
+    for view in ("anterior", "posterior"):
+        assert maps[view].shape == (2, 128, 32)
+        assert np.isfinite(maps[view]).all() and maps[view].min() >= 0 and maps[view].max() <= 1 + 1e-6
+
+
+def test_mixed_precision_model_gives_float_maps():
+    from tfbonemet.models import build_model
+    from tfbonemet.execution import dtype_policy
+
+    with dtype_policy("mixed_float16"):
+        model = build_model("two_view_net", image_size=(64, 16), filters=(8, 8))
+    assert model.get_layer("anterior_features").compute_dtype == "float16"
+    inputs = {v: np.random.rand(1, 64, 16, 1).astype("float32") for v in ("anterior", "posterior")}
+    maps = explain.class_activation_maps(model, inputs, 1, "gradcam")
+    assert maps["anterior"].dtype == np.float32 and np.isfinite(maps["anterior"]).all()
+
+
+def test_maps_return_to_each_views_frame():
+    cam = np.zeros((128, 32))
+    cam[10:12, 2:4] = 1  # model frame: 256x32 view padded into 128x32 as 128x16 at columns 8..23
+    back = explain.to_view_frame(cam, (256, 32), mirrored=False)
+    assert back.shape == (256, 32) and back[:, :].max() == 0  # the hot spot sat in the padding
+    cam[10:12, 10:12] = 1
+    back = explain.to_view_frame(cam, (256, 32), mirrored=False)
+    y, x = np.unravel_index(back.argmax(), back.shape)
+    assert 18 <= y <= 24 and 3 <= x <= 8
+    mirrored = explain.to_view_frame(cam, (256, 32), mirrored=True)
+    assert np.allclose(mirrored, back[:, ::-1])
+
+
+def test_cli_writes_png_and_secondary_capture(tiny_run_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--num", "1", "--method", "gradcam",
+                                      "--dicom-output", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    png, dcm = tmp_path / "test-000-gradcam.png", tmp_path / "test-000-gradcam.dcm"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    ds = pydicom.dcmread(dcm)
+    assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert ds.PhotometricInterpretation == "RGB" and ds.pixel_array.shape == (128, 32 * 2 + 8, 3)
+    assert ds.PatientName == "" and ds.PatientID == ""
+
+
+def test_cli_explains_dicom_studies_into_their_study(tiny_run_dir, tmp_path):
+    from tfbonemet.data.phantom import BoneScanPhantom
+    from tfbonemet.data.phantom_dicom import write_study
+
+    (source,) = write_study(BoneScanPhantom(shape=(256, 64), seed=3).study(0, label=1), tmp_path / "in")
+    result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--dicom", str(source), "--dicom-output",
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (capture,) = (tmp_path / "out").glob("*.dcm")
+    original, ds = pydicom.dcmread(source), pydicom.dcmread(capture)
+    assert ds.StudyInstanceUID == original.StudyInstanceUID
+    assert ds.SeriesInstanceUID != original.SeriesInstanceUID and ds.SOPInstanceUID != original.SOPInstanceUID
+    assert str(ds.PatientName) == "" and ds.pixel_array.shape == (256, 64 * 2 + 8, 3)
+    assert (tmp_path / "out" / capture.with_suffix(".png").name).exists()
+
+
+def test_pointing_game_scores_peaks_against_lesion_boxes(run, monkeypatch):
+    """An oracle map (peak on the first lesion) scores 1, a corner peak scores 0; chance is the box share."""
+    from tfbonemet.data.datasets import load_split
+
+    studies = load_split(run.config, "test", log=lambda *_: None)
+
+    def fake(place):
+        def explain_studies(_run, views, names, method, **_):
+            out = []
+            for i, ant in enumerate(views["anterior"]):
+                cam = np.zeros(ant.shape)
+                index = int(names[i].split("-")[1])
+                y0, x0, y1, x1 = studies.lesion_boxes[index][0]
+                cam[place(y0, x0, y1, x1)] = 1
+                out.append(explain.Explanation(names[i], {"anterior": ant}, {"anterior": cam}, 0.5, "metastasis"))
+            return out
+        return explain_studies
+
+    monkeypatch.setattr(explain, "explain_studies", fake(lambda y0, x0, y1, x1: ((y0 + y1) // 2, (x0 + x1) // 2)))
+    hit = explain.pointing_game(run, "test", tolerance=1, log=lambda *_: None)
+    assert hit["score"] == 1.0 and 0 < hit["chance"] < 0.5 and hit["studies"] >= 1
+    monkeypatch.setattr(explain, "explain_studies", fake(lambda *_: (0, 0)))
+    miss = explain.pointing_game(run, "test", tolerance=1, log=lambda *_: None)
+    assert miss["score"] == 0.0 and miss["chance"] == hit["chance"]
+
+
+def test_cli_pointing_game_prints_score_and_chance(tiny_run_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--pointing-game", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Pointing game" in result.output and "chance" in result.output
+    assert (tmp_path / "pointing_game-test-gradcam.json").exists()
