@@ -231,7 +231,7 @@ class BoneScanPhantom:
                 point = bone.points[rng.integers(len(bone.points))]
                 findings.append({"kind": "metastasis", "site": bone.name, "center": point,
                                  "depth": float(np.clip(bone.depth + rng.normal(0, 0.05), 0.02, 0.98)),
-                                 "radius": rng.uniform(7.0, 15.0), "intensity": rng.uniform(1.5, 4.0)})
+                                 "radius": rng.uniform(8.0, 18.0), "intensity": rng.uniform(2.0, 5.0)})
         elif name == "arthritis":
             joints = rng.choice(_ARTHRITIS_JOINTS, size=int(rng.integers(1, 4)), replace=False)
             for joint in joints:

@@ -18,7 +18,7 @@ import numpy as np
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom
 from tfbonemet.data.splits import assign_splits, salted_patient_hash
 
-CACHE_VERSION = 5  # bump when the phantom's rendering changes
+CACHE_VERSION = 6  # bump when the phantom's rendering changes
 
 
 def cache_root() -> Path:
