@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -148,6 +149,31 @@ def backed_up_epoch(backup_dir: Path) -> int | None:
     return json.loads(meta.read_text())["epoch"] if meta.exists() else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What is trained on what: the model builder, the inputs it takes and the classes it predicts.
+
+    `task` None keeps a dataset's own classes (pre-training on chest X-rays).
+    """
+
+    build: Callable[[], keras.Model]
+    views: str  # key of pipeline.VIEW_SETS
+    task: str | None
+    class_names: tuple[str, ...]
+    model_file: str = "model.keras"
+
+
+def fit_recipe(config: FitConfig) -> Recipe:
+    """The recipe of `tfbonemet fit`: the registered model on the scans, for the configured task."""
+    class_names = tuple(TASKS[config.task])
+
+    def build():
+        return build_model(config.model, image_size=(config.image_height, config.image_width),
+                           num_classes=len(class_names), **config.model_options)
+    views = "two_view" if input_convention(config.model) == "two_view" else "anterior"
+    return Recipe(build, views, config.task, class_names)
+
+
 @dataclasses.dataclass
 class Stage:
     """A contiguous range of epochs trained with one compiled optimizer (head-only, or all layers)."""
@@ -188,12 +214,14 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
     """
     validate(config)
     run_dir = make_run_dir(config) if execution.is_chief() else Path(tempfile.mkdtemp(prefix="tfbonemet-worker-"))
-    config = dataclasses.replace(config, **dict(zip(("precision", "jit"), resolve_execution(config, log))))
+    recipe = fit_recipe(config)
+    config = dataclasses.replace(config, **dict(zip(("precision", "jit"), resolve_execution(config, recipe, log))))
     (run_dir / "config.json").write_text(config.to_json())
-    return _train(config, run_dir, log, train_split, val_split)
+    return train_recipe(config, recipe, run_dir, log, train_split, val_split)
 
 
-def resume(run_dir, log=print) -> Path:
+def resume(run_dir, log=print, train_split: datasets.Split | None = None,
+           val_split: datasets.Split | None = None) -> Path:
     """Continue a killed run from its last backed-up epoch, with the configuration it started with."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -203,20 +231,20 @@ def resume(run_dir, log=print) -> Path:
     config = resolved_config(run_dir)
     validate(config)
     log(f"Resuming {run_dir}")
-    return _train(config, run_dir, log, None, None)
+    return train_recipe(config, fit_recipe(config), run_dir, log, train_split, val_split)
 
 
-def resolve_execution(config: FitConfig, log) -> tuple[str, str]:
+def resolve_execution(config: FitConfig, recipe: Recipe, log) -> tuple[str, str]:
     """Concrete precision and jit for the run (config.json records these, so a resume matches)."""
-    def build():
-        return build_model(config.model, image_size=(config.image_height, config.image_width),
-                           num_classes=len(TASKS[config.task]), **config.model_options)
-    key = {"model": config.model, "options": config.model_options, "size": [config.image_height, config.image_width]}
-    precision, jit = execution.choose(config.precision, config.jit, build, key, config.batch_size, log)
+    key = {"model": config.model, "options": config.model_options, "views": recipe.views,
+           "classes": len(recipe.class_names), "size": [config.image_height, config.image_width]}
+    precision, jit = execution.choose(config.precision, config.jit, recipe.build, key, config.batch_size, log)
     return precision, "on" if jit else "off"
 
 
-def _train(config: FitConfig, run_dir: Path, log, train_split, val_split) -> Path:
+def train_recipe(config: FitConfig, recipe: Recipe, run_dir: Path, log, train_split: datasets.Split | None = None,
+                 val_split: datasets.Split | None = None) -> Path:
+    """Train into `run_dir` (continuing from its backups, if any) and write the model and metrics."""
     keras.utils.set_random_seed(config.seed)
     strategy = execution.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -224,39 +252,38 @@ def _train(config: FitConfig, run_dir: Path, log, train_split, val_split) -> Pat
     val_split = val_split or datasets.open_split(config, "validation")
     if len(train_split) == 0 or len(val_split) == 0:
         raise ConfigError(f"too few studies ({config.num_studies}) for a train/validation split")
-    num_classes = len(TASKS[config.task])
-    y_train, y_val = train_split.task_labels(config.task), val_split.task_labels(config.task)
-    views = "two_view" if input_convention(config.model) == "two_view" else "anterior"
-    pipeline = PipelineConfig(image_height=config.image_height, image_width=config.image_width, views=views,
+    num_classes = len(recipe.class_names)
+    y_train, y_val = train_split.task_labels(recipe.task), val_split.task_labels(recipe.task)
+    pipeline = PipelineConfig(image_height=config.image_height, image_width=config.image_width, views=recipe.views,
                               normalisation=config.normalisation, batch_size=config.batch_size * replicas,
                               deterministic=config.deterministic, balanced=config.sampling == "balanced")
     steps = math.ceil(len(y_train) / pipeline.batch_size)
-    val_ds = val_split.batches(pipeline, training=False, task=config.task)
+    val_ds = val_split.batches(pipeline, training=False, task=recipe.task)
     augment = make_augment(config.augmentation, config.normalisation)
     weights = None
     if config.class_weighting and config.sampling == "natural":
         weights = class_weights(y_train, num_classes)
 
     with execution.dtype_policy(config.precision), strategy.scope():
-        model = build_model(config.model, image_size=(config.image_height, config.image_width),
-                            num_classes=num_classes, **config.model_options)
+        model = recipe.build()
         if config.init_backbone:
             from tfbonemet.models import finetune
             finetune.load_backbone_weights(model, config.init_backbone)
             log(f"Loaded pre-trained backbone weights from {config.init_backbone}")
         log(f"Training {config.model} ({model.count_params():,} parameters) on {len(y_train)} studies, "
-            f"validating on {len(y_val)}; inputs {', '.join(input_names(views))} "
+            f"validating on {len(y_val)}; inputs {', '.join(input_names(recipe.views))} "
             f"{config.image_height}x{config.image_width}; precision {config.precision}, XLA {config.jit}; "
             f"{replicas} replica(s), global batch {pipeline.batch_size}"
             + (f"; augmentation {config.augmentation}" if augment else "")
             + ("; class-balanced sampling" if pipeline.balanced else ""))
         for stage in stages(config):
-            _train_stage(model, config, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights,
+            _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights,
                          steps, log)
-    return _finish(config, run_dir, model, val_ds, y_val, log)
+    return _finish(recipe, run_dir, model, val_ds, y_val, log)
 
 
-def _train_stage(model, config, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights, steps, log):
+def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights, steps,
+                 log):
     backup_dir = run_dir / "backup" / stage.name
     start = backed_up_epoch(backup_dir)
     start = stage.first_epoch if start is None else start
@@ -272,10 +299,10 @@ def _train_stage(model, config, stage, run_dir, pipeline, train_split, val_ds, y
         log(f"Stage {stage.name}: epochs {stage.first_epoch + 1}-{stage.last_epoch}, "
             f"learning rate {stage.learning_rate:g}, backbone {'frozen' if stage.frozen_backbone else 'trainable'}")
     compile_model(model, config, stage, steps, config.jit == "on")
-    train_ds = train_split.batches(pipeline, training=True, task=config.task, augment=augment, seed=config.seed,
+    train_ds = train_split.batches(pipeline, training=True, task=recipe.task, augment=augment, seed=config.seed,
                                    repeat=True, skip_batches=(start - stage.first_epoch) * steps)
     if config.loss == "focal":
-        num_classes = len(TASKS[config.task])
+        num_classes = len(recipe.class_names)
         train_ds = train_ds.map(lambda x, y, *rest: (x, keras.ops.one_hot(y, num_classes), *rest))
         val_ds = val_ds.map(lambda x, y: (x, keras.ops.one_hot(y, num_classes)))
     scores = [float(row["val_auc"]) for row in history if row.get("val_auc") not in (None, "", "nan")]
@@ -295,18 +322,18 @@ def _train_stage(model, config, stage, run_dir, pipeline, train_split, val_ds, y
               verbose=1 if sys.stdout.isatty() else 2)
 
 
-def _finish(config, run_dir, model, val_ds, y_val, log) -> Path:
+def _finish(recipe, run_dir, model, val_ds, y_val, log) -> Path:
     best_path = run_dir / "best.keras"
     if best_path.exists():
         model = keras.models.load_model(best_path)
         best_path.unlink()
-    save_atomic(model, run_dir / "model.keras")
+    save_atomic(model, run_dir / recipe.model_file)
     probabilities = model.predict(val_ds, verbose=0)
     figures = metrics_lib.classification_metrics(y_val, probabilities)
     with (run_dir / "history.csv").open(newline="") as fh:
         epochs_run = sum(1 for _ in csv.DictReader(fh))
-    write_json(run_dir / "metrics.json", {"split": "validation", "task": config.task, "epochs_run": epochs_run,
-                                          "classes": list(TASKS[config.task]), **figures})
+    write_json(run_dir / "metrics.json", {"split": "validation", "task": recipe.task, "epochs_run": epochs_run,
+                                          "classes": list(recipe.class_names), **figures})
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     log("Validation: " + ", ".join(f"{k} {figures[k]:.3f}" for k in
                                    ("accuracy", "precision", "recall", "specificity", "f1", "auc")))

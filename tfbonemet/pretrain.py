@@ -1,0 +1,56 @@
+"""`tfbonemet pretrain`: train a model's backbone on chest X-rays, for fine-tuning on bone scans.
+
+Scintigraphy sets are a few hundred patients; a backbone that has first learnt radiograph
+structure on a larger chest X-ray set fine-tunes better (the two-view seed's recipe). The
+pre-training network is the backbone of the chosen registered model with a fresh pooling and
+softmax head on one `image` input; its run directory's backbone.keras is what
+`tfbonemet fit --init-backbone` (models.finetune.load_backbone_weights) reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from tfbonemet.config import FitConfig
+from tfbonemet.data import datasets
+from tfbonemet.errors import ConfigError
+from tfbonemet.models import MODELS, build_model, input_convention
+from tfbonemet.train import Recipe, make_run_dir, resolve_execution, train_recipe, validate
+
+BACKBONE_FILE = "backbone.keras"
+
+
+def pretraining_model(config: FitConfig, num_classes: int) -> keras.Model:
+    """The backbone of `config.model` under a new head: the registered single-image model itself, or,
+    for a two-view model, its (shared) view backbone on one image input."""
+    size = (config.image_height, config.image_width)
+    if input_convention(config.model) != "two_view":
+        return build_model(config.model, image_size=size, num_classes=num_classes, **config.model_options)
+    from tfbonemet.models import finetune
+
+    backbone = finetune.backbone_parts(build_model(config.model, image_size=size, **config.model_options))[0]
+    image = keras.Input(shape=(*size, 1), name="image")
+    x = layers.GlobalAveragePooling2D(name="pretrain_pool")(backbone(image))
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(image, outputs, name=f"{config.model}_pretrain")
+
+
+def pretrain(config: FitConfig, log=print) -> Path:
+    """Train the backbone of `config.model` on `config.data` (a chest_xray TFDS build); returns the run dir."""
+    if not datasets.tfds_name(config.data):
+        raise ConfigError(f"pre-training needs a chest X-ray TFDS dataset (tfds:chest_xray), got {config.data!r}")
+    validate(config)
+    if not MODELS[config.model].pretrainable:
+        raise ConfigError(f"model {config.model!r} has no backbone to pre-train")
+    train_split, val_split = datasets.open_split(config, "train"), datasets.open_split(config, "validation")
+    recipe = Recipe(lambda: pretraining_model(config, len(train_split.class_names)), "image", None,
+                    train_split.class_names, model_file=BACKBONE_FILE)
+    run_dir = make_run_dir(config)
+    config = dataclasses.replace(config, **dict(zip(("precision", "jit"), resolve_execution(config, recipe, log))))
+    (run_dir / "config.json").write_text(config.to_json())
+    train_recipe(config, recipe, run_dir, log, train_split, val_split)
+    log(f"Backbone for `tfbonemet fit --init-backbone`: {run_dir / BACKBONE_FILE}")
+    return run_dir
