@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pydicom
+from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 
 from tfbonemet.data.splits import salted_patient_hash
@@ -115,6 +116,8 @@ def _counts(pixels: np.ndarray, ds) -> np.ndarray:
 def _read_dataset(path: Path, stop_before_pixels: bool = False):
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise DataError(f"{path}: not a readable DICOM file (no DICOM header)") from None
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     if "SOPClassUID" not in ds and ("PixelData" not in ds or stop_before_pixels):  # pydicom reads damaged bytes leniently

@@ -178,9 +178,10 @@ def _load_dicom_study(files: list[Path], salt: str, lesions: list[dict]) -> dict
 def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
     labels_path = manual_dir / LABELS_CSV
     rows = read_csv(labels_path, required=("label",), one_of=("file", "study_instance_uid"))
-    files_of, patient_of = {}, {}
+    files_of, patient_of, key_of_file = {}, {}, {}
     for path in dicom.candidate_files([manual_dir]):
         identity = attempt(on_bad, dicom.read_identity, path, salt)
+        key_of_file[path] = identity and identity[0]  # None: unreadable, already reported
         if identity:
             files_of.setdefault(identity[0], []).append(path)
             patient_of[identity[0]] = identity[1]
@@ -189,10 +190,15 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
         raw = json.loads((manual_dir / LESIONS_JSON).read_text())
         lesions = {dicom.study_key_for_uid(uid, salt): found for uid, found in raw.items()}
 
-    def label_row(line: int, row: dict) -> tuple[str, str, str, str]:
+    def label_row(line: int, row: dict) -> tuple[str, str, str, str] | None:
         where = f"{labels_path}:{line}"
         if row.get("file"):
-            key, _ = dicom.read_identity(existing_file(manual_dir, row["file"], where), salt)
+            path = existing_file(manual_dir, row["file"], where)
+            if path not in key_of_file:  # a file the folder walk does not take for DICOM
+                key_of_file[path] = dicom.read_identity(path, salt)[0]
+            key = key_of_file[path]
+            if key is None:
+                return None
         else:
             key = dicom.study_key_for_uid(row.get("study_instance_uid", ""), salt)
         if key not in files_of:

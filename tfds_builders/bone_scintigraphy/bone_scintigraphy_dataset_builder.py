@@ -62,8 +62,9 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
         # stratified on metastasis in every config, so binary and multiclass share one patient split
         split_of = assign_splits([r.patient_hash for r in records], [int(r.is_metastatic) for r in records],
                                  seed=self._split_seed)
+        # a split too small to get any patient is left out rather than written empty
         return {name: self._generate_examples([r for r, s in zip(records, split_of) if s == name])
-                for name in SPLITS}
+                for name in SPLITS if name in split_of}
 
     def _label(self, record: sources.StudyRecord) -> int:
         if self.builder_config.name == "binary":

@@ -50,7 +50,8 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
             raise DataError(f"{manual_dir}: {state}: expected {LABELS_CSV} or train/ val/ test/ class folders")
         if not any(files.values()):
             raise DataError(f"{manual_dir}: no labelled images found")
-        return {split: self._generate_examples(manual_dir, items) for split, items in files.items()}
+        # a split with no images (too few patients, or no folder) is left out rather than written empty
+        return {split: self._generate_examples(manual_dir, items) for split, items in files.items() if items}
 
     def _folder_splits(self, manual_dir: Path) -> dict[str, list[tuple[Path, str]]]:
         files = {}

@@ -1,0 +1,79 @@
+"""`tfbonemet data`: build TFDS datasets from your own files, or write phantom DICOM studies."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from tfbonemet.data.pipeline import TASKS
+
+DATASETS = ("bone_scintigraphy", "chest_xray")
+CONFIGURED = {"bone_scintigraphy": tuple(TASKS)}  # datasets with builder configs, and their names
+
+
+def make_builder(dataset: str, config: str | None, data_dir: str | None, skip_bad: bool):
+    """The project's TFDS builder for `dataset` (imported here, so the CLI starts without TensorFlow)."""
+    module = importlib.import_module(f"tfds_builders.{dataset}.{dataset}_dataset_builder")
+    options = {"config": config or CONFIGURED[dataset][0]} if dataset in CONFIGURED else {}
+    return module.Builder(data_dir=data_dir, skip_bad=skip_bad, **options)
+
+
+@click.group("data")
+def data_group():
+    """Build datasets from DICOM / JPEG / CSV sources, or write synthetic DICOM studies."""
+
+
+@data_group.command("build")
+@click.option("--dataset", type=click.Choice(DATASETS), required=True, help="Which TFDS builder to run.")
+@click.option("--manual-dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Folder of source files (see `tfbonemet data build --help` for the layouts).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where TFDS writes the dataset (default: TFDS's own, ~/tensorflow_datasets).")
+@click.option("--config", type=click.Choice(tuple(TASKS)), default=None,
+              help="bone_scintigraphy only: binary (metastasis or not, default) or multiclass.")
+@click.option("--skip-bad", is_flag=True, help="Leave out bad files and label lines, then list them, "
+                                               "instead of stopping at the first.")
+def build(dataset, manual_dir, data_dir, config, skip_bad):
+    """Build a versioned TFDS dataset, split by patient, with only salted hashes as identifiers.
+
+    bone_scintigraphy reads DICOM + labels.csv (as `tfbonemet data phantom` writes), BS-80K view
+    folders (chestRANT/chestRANT.txt ...), or manifest.csv (anterior, posterior, label, patient_id).
+    chest_xray reads train|val|test/NORMAL|PNEUMONIA folders or labels.csv (file, label[, patient_id]).
+    Set TFBONEMET_SALT to a secret of your site so patient hashes cannot be recomputed elsewhere.
+    The dataset appears only when the build succeeds.
+    """
+    import tensorflow_datasets as tfds
+
+    if config and dataset not in CONFIGURED:
+        raise click.UsageError(f"--config applies to {', '.join(CONFIGURED)}, not {dataset}")
+    builder = make_builder(dataset, config, data_dir, skip_bad)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    counts = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
+    click.echo(f"Built {builder.info.full_name} in {builder.data_dir}: {counts}")
+    if builder.skipped:
+        click.echo(f"Skipped {len(builder.skipped)} bad input(s):")
+        for reason in builder.skipped:
+            click.echo(f"  {reason}")
+
+
+@data_group.command("phantom")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--num-studies", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--size", nargs=2, type=click.IntRange(min=16), default=(1024, 256), show_default=True,
+              metavar="H W", help="Pixels per view (height at least 64).")
+@click.option("--split-views", is_flag=True, help="One file per view instead of one two-frame file per study.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def phantom(out_dir, num_studies, size, split_views, seed):
+    """Write synthetic whole-body NM DICOM studies plus labels.csv and lesions.json to OUT_DIR."""
+    from tfbonemet.data.phantom import BoneScanPhantom
+    from tfbonemet.data.phantom_dicom import write_dataset
+
+    try:
+        generator = BoneScanPhantom(shape=size, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from None
+    write_dataset((generator.study(i) for i in range(num_studies)), out_dir, split_views=split_views)
+    click.echo(f"Wrote {num_studies} phantom studies to {out_dir}")
+
+
+COMMANDS = [data_group]
