@@ -58,3 +58,30 @@ def resize_with_pad(images: tf.Tensor, height: int, width: int) -> tf.Tensor:
     if static[0] == height and static[1] == width:
         return x
     return tf.image.resize_with_pad(x, height, width, method="area")
+
+
+# Rows of a whole-body view (head at the top, 2 m field) that hold the thorax, from the clavicles to
+# the lowest ribs, with a margin for body height and table position (phantom thorax: 0.14-0.38).
+THORAX_ROWS = (0.10, 0.42)
+
+
+def crop_box(images: tf.Tensor, box) -> tf.Tensor:
+    """Crop to one box (ymin, xmin, ymax, xmax) given as fractions of height and width.
+
+    Fractions keep a box valid at any resolution; edges are rounded outwards so a box never
+    loses the pixels it touches. One box per call: per-study boxes apply before batching.
+    """
+    x = tf.convert_to_tensor(images)
+    box = tf.cast(tf.convert_to_tensor(box), tf.float32)
+    height = tf.cast(tf.shape(x)[-3], tf.float32)
+    width = tf.cast(tf.shape(x)[-2], tf.float32)
+    y0 = tf.cast(tf.floor(box[0] * height), tf.int32)
+    x0 = tf.cast(tf.floor(box[1] * width), tf.int32)
+    y1 = tf.maximum(tf.cast(tf.math.ceil(box[2] * height), tf.int32), y0 + 1)
+    x1 = tf.maximum(tf.cast(tf.math.ceil(box[3] * width), tf.int32), x0 + 1)
+    return x[..., y0:y1, x0:x1, :]
+
+
+def thoracic_crop(images: tf.Tensor, rows=THORAX_ROWS, cols=(0.0, 1.0)) -> tf.Tensor:
+    """The thoracic region of whole-body views by anatomical fraction, for the thoracic (SPECT) workflow."""
+    return crop_box(images, (rows[0], cols[0], rows[1], cols[1]))

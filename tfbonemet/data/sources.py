@@ -290,3 +290,29 @@ def _manifest_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list
 
     rows = read_csv(manifest, required=("anterior", "posterior", "label", "patient_id"))
     return list(filter(None, (attempt(on_bad, record, *item) for item in rows)))
+
+
+# ------------------------------------------------------------------ crop boxes
+
+BOX_COLUMNS = ("ymin", "xmin", "ymax", "xmax")
+
+
+def read_crop_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]:
+    """`file` -> crop box from a CSV of `file, ymin, xmin, ymax, xmax` (fractions of height and width).
+
+    Boxes for preprocess.crop_box, e.g. thoracic regions drawn by a reader on each study.
+    """
+    path = Path(path)
+    boxes = {}
+    for line, row in read_csv(path, required=("file",) + BOX_COLUMNS):
+        where = f"{path}:{line}"
+        try:
+            box = tuple(float(row[c]) for c in BOX_COLUMNS)
+        except ValueError:
+            raise DataError(f"{where}: box values must be numbers, got {[row[c] for c in BOX_COLUMNS]}") from None
+        if not (0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0):
+            raise DataError(f"{where}: box {box} is not inside the image as fractions with min < max")
+        if row["file"] in boxes:
+            raise DataError(f"{where}: second box for {row['file']!r}")
+        boxes[row["file"]] = box
+    return boxes
