@@ -31,7 +31,7 @@ from tfbonemet import metrics as metrics_lib
 from tfbonemet.data.datasets import SPLITS, load_split
 from tfbonemet.data.pipeline import input_names, preprocess_views, task_labels
 from tfbonemet.errors import ConfigError, ModelError
-from tfbonemet.predict import METADATA_JSON, ModelInfo, SavedModelRunner, TFLiteRunner
+from tfbonemet.predict import METADATA_JSON, ModelInfo, SavedModelRunner, TFLiteRunner, model_inputs
 
 FORMATS = ("savedmodel", "tflite", "all")
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -63,7 +63,7 @@ def build_archive(model, info: ModelInfo):
     p = info.pipeline
 
     def outputs(x):
-        probabilities = tf.cast(model(x, training=False), tf.float32)
+        probabilities = tf.cast(model(model_inputs(model, x), training=False), tf.float32)
         return {"probabilities": probabilities, "label": tf.argmax(probabilities, axis=-1)}
 
     def from_counts(features):

@@ -50,6 +50,15 @@ class ModelInfo:
                    tuple(d["classes"]))
 
 
+def model_inputs(model, x: dict):
+    """Inputs keyed by name, in the structure the Keras model was built with (dict, list or one tensor)."""
+    if isinstance(model.input, dict):
+        return x
+    if isinstance(model.input, (list, tuple)):
+        return [x[t.name.split(":")[0]] for t in model.inputs]
+    return x[model.inputs[0].name.split(":")[0]]
+
+
 def preprocess_studies(studies: list[dict[str, np.ndarray]], pipeline: PipelineConfig) -> dict[str, np.ndarray]:
     """Raw (H, W) count views per study -> batched model inputs, one study at a time (sizes may differ)."""
     parts = [preprocess_views({v: s[v][np.newaxis, ..., np.newaxis] for v in VIEW_SETS[pipeline.views]}, pipeline)
@@ -69,7 +78,7 @@ class KerasRunner:
         self.info = ModelInfo(self.run.pipeline(), self.run.classes)
 
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.run.model(x, training=False), np.float32)
+        return np.asarray(self.run.model(model_inputs(self.run.model, x), training=False), np.float32)
 
     def predict(self, studies):
         return self.predict_preprocessed(preprocess_studies(studies, self.info.pipeline))
@@ -200,7 +209,7 @@ class StudyFiles:
 
     kind: str  # "dicom" or "image"
     files: list[Path]
-    key: str | None = None  # image studies: the file name stem; DICOM keys come from the reader
+    key: str  # image studies: the file name stem; DICOM: the StudyInstanceUID, hashed before it leaves
 
 
 def discover(paths: Iterable[str | Path]) -> list[StudyFiles]:
@@ -242,7 +251,7 @@ def _group_dicom(files: list[Path]) -> list[StudyFiles]:
         except Exception:  # unreadable: a study of its own, so the reader reports it by name
             uid = f"file:{f}"
         groups.setdefault(uid, []).append(f)
-    return [StudyFiles("dicom", fs) for fs in groups.values()]
+    return [StudyFiles("dicom", fs, uid) for uid, fs in groups.items()]
 
 
 def _group_images(files: list[Path]) -> list[StudyFiles]:
@@ -282,23 +291,34 @@ def _image_views(study: StudyFiles) -> dict[str, np.ndarray]:
     return views
 
 
-def _dicom_views(study: StudyFiles, salt: str | None) -> tuple[str, dict[str, np.ndarray]]:
-    from tfbonemet.data.dicom import read_studies
+def _dicom_views(study: StudyFiles, info: ModelInfo, salt: str | None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Two-view models: the study's paired views (the DICOM reader pairs them). Single-view models:
+    the anterior view if the study has one, else each single image file (`<key>-<n>` when several)."""
+    from tfbonemet.data.dicom import read_studies, read_views, study_key_for_uid
 
-    found = read_studies(study.files, salt=salt)
-    if len(found) != 1:
-        raise DataError(f"{study.files[0]}: expected one study, found {len(found)}")
-    s = found[0]
-    return s.study_key, {v: getattr(s, v) for v in ("anterior", "posterior", "image") if getattr(s, v) is not None}
+    if info.pipeline.views == "two_view":
+        found = read_studies(study.files, salt=salt)
+        return [(s.study_key, {v: getattr(s, v) for v in ("anterior", "posterior", "image")
+                               if getattr(s, v) is not None}) for s in found]
+    key = study_key_for_uid(study.key, salt)
+    per_file = [read_views(f) for f in study.files]
+    anterior = [v for v in per_file if "anterior" in v]
+    if anterior:
+        return [(key, anterior[0])]
+    images = [v for v in per_file if "image" in v]
+    return [(key if len(images) == 1 else f"{key}-{n}", v) for n, v in enumerate(images, start=1)] or [(key, {})]
 
 
 def model_views(views: dict[str, np.ndarray], info: ModelInfo, files: list[Path]) -> dict[str, np.ndarray]:
     """A study's views -> the views the model reads; a single-view model reads the anterior or the only image."""
     names = ", ".join(map(str, files))
+    for view, array in views.items():
+        if array.ndim != 2:
+            raise DataError(f"{names}: {view} view has shape {array.shape}; expected one 2-D frame")
     if info.pipeline.views == "two_view":
-        for view in info.data_views:
-            if view not in views:
-                raise DataError(f"{names}: no {view} view; this is a two-view (anterior + posterior) model")
+        missing = [view for view in info.data_views if view not in views]
+        if missing:
+            raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
         return {v: views[v] for v in info.data_views}
     single = views.get(info.data_views[0], views.get("image"))
     if single is None:
@@ -306,16 +326,10 @@ def model_views(views: dict[str, np.ndarray], info: ModelInfo, files: list[Path]
     return {info.data_views[0]: single}
 
 
-def load_study(study: StudyFiles, info: ModelInfo, salt: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """(study key, the views the model reads) for one study."""
-    if study.kind == "dicom":
-        key, views = _dicom_views(study, salt)
-    else:
-        key, views = study.key, _image_views(study)
-    for view, array in views.items():
-        if array.ndim != 2:
-            raise DataError(f"{study.files[0]}: {view} view has shape {array.shape}; expected one 2-D frame")
-    return key, model_views(views, info, study.files)
+def load_study(study: StudyFiles, info: ModelInfo, salt: str | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(key, the views the model reads) for each prediction one study yields (single images may give several)."""
+    found = _dicom_views(study, info, salt) if study.kind == "dicom" else [(study.key, _image_views(study))]
+    return [(key, model_views(views, info, study.files)) for key, views in found]
 
 
 # ---- the predict loop -----------------------------------------------------------------------------------
@@ -336,14 +350,14 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
         batch, keys = [], []
         for study in studies[start:start + batch_size]:
             try:
-                key, views = load_study(study, runner.info, salt)
+                found = load_study(study, runner.info, salt)
             except DataError as exc:
                 if not skip_bad:
                     raise
                 (on_skip or (lambda m: print(f"skipped: {m}", file=sys.stderr)))(str(exc))
                 continue
-            batch.append(views)
-            keys.append(key)
+            keys += [key for key, _ in found]
+            batch += [views for _, views in found]
         if batch:
             if explain_dir is not None:
                 explain_batch(runner, keys, batch, Path(explain_dir))

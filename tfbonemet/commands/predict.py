@@ -1,6 +1,7 @@
 """`tfbonemet predict`: per-study probabilities from any exported form of a model."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def predict(model, paths, output, fmt, batch_size, skip_bad, explain_dir):
     runner = load_runner(model)
     studies = discover(paths)
     fmt = fmt or ("json" if output and Path(output).suffix.lower() == ".json" else "csv")
-    out = open(output, "w", newline="") if output else sys.stdout
+    partial = Path(f"{output}.part") if output else None  # renamed into place only when complete
+    out = open(partial, "w", newline="") if output else sys.stdout
     try:
         with click.progressbar(length=len(studies), label="Predicting", file=sys.stderr,
                                show_pos=True) as bar:
@@ -42,9 +44,13 @@ def predict(model, paths, output, fmt, batch_size, skip_bad, explain_dir):
                                     on_skip=lambda m: click.echo(f"skipped: {m}", err=True),
                                     on_batch=bar.update, explain_dir=explain_dir)
             n = write_rows(rows, out, fmt, runner.info.classes)
+        if output:
+            out.close()
+            os.replace(partial, output)
     finally:
         if output:
             out.close()
+            partial.unlink(missing_ok=True)
     click.echo(f"{n} studies predicted with {runner.kind} model {model}" + (f" -> {output}" if output else ""),
                err=True)
 
