@@ -73,8 +73,8 @@ def _read_source(path: Path, like: keras.Model) -> keras.Model:
             source.load_weights(path)
         return source
     except (ValueError, KeyError, OSError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load as weights for this backbone ({first})") from None
+        lines = [line for line in str(exc).splitlines() if line.strip()][:2] or [type(exc).__name__]
+        raise ModelError(f"{path}: cannot load as weights for this backbone ({' '.join(lines)})") from None
 
 
 def load_backbone_weights(model: keras.Model, path) -> keras.Model:
