@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import click
 
 from tfbonemet.data.pipeline import TASKS
+from tfbonemet.errors import DataError
 
 DATASETS = ("bone_scintigraphy", "chest_xray")
 CONFIGURED = {"bone_scintigraphy": tuple(TASKS)}  # datasets with builder configs, and their names
 
 
 def make_builder(dataset: str, config: str | None, data_dir: str | None, skip_bad: bool):
-    """The project's TFDS builder for `dataset` (imported here, so the CLI starts without TensorFlow)."""
+    """The project's TFDS builder for `dataset`, imported on use (TFDS loads only for `data build`)."""
     module = importlib.import_module(f"tfds_builders.{dataset}.{dataset}_dataset_builder")
     options = {"config": config or CONFIGURED[dataset][0]} if dataset in CONFIGURED else {}
     return module.Builder(data_dir=data_dir, skip_bad=skip_bad, **options)
@@ -46,6 +48,8 @@ def build(dataset, manual_dir, data_dir, config, skip_bad):
 
     if config and dataset not in CONFIGURED:
         raise click.UsageError(f"--config applies to {', '.join(CONFIGURED)}, not {dataset}")
+    if not any(Path(manual_dir).iterdir()):  # TFDS would stop with its manual-download instructions
+        raise DataError(f"{manual_dir}: is empty: nothing to build {dataset} from")
     builder = make_builder(dataset, config, data_dir, skip_bad)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     counts = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
