@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import re
 import sys
@@ -341,11 +342,11 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
 
     With `explain_dir`, each study also gets a Grad-CAM overlay `<key>-gradcam.png` there.
     """
-    classes = runner.info.classes
     if explain_dir is not None:
         if runner.kind != "keras":
             raise ModelError(f"--explain needs the Keras model (run directory or .keras), not a {runner.kind} model")
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
+    classes = runner.info.classes
     for start in range(0, len(studies), batch_size):
         batch, keys = [], []
         for study in studies[start:start + batch_size]:
@@ -381,6 +382,9 @@ def write_rows(rows: Iterable[dict], out, fmt: str, classes: tuple[str, ...]) ->
     """Stream rows to an open text file as CSV or a JSON list; returns the count."""
     if fmt not in OUTPUT_FORMATS:
         raise DataError(f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    rows = iter(rows)
+    first = next(rows, None)  # a bad first batch fails before anything is written
+    rows = itertools.chain([first] if first is not None else [], rows)
     n = 0
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=["study", "label", *(f"p_{c}" for c in classes)])

@@ -38,8 +38,8 @@ def predict(model, paths, output, fmt, batch_size, skip_bad, explain_dir):
     partial = Path(f"{output}.part") if output else None  # renamed into place only when complete
     out = open(partial, "w", newline="") if output else sys.stdout
     try:
-        with click.progressbar(length=len(studies), label="Predicting", file=sys.stderr,
-                               show_pos=True) as bar:
+        with click.progressbar(length=len(studies), label="Predicting", file=sys.stderr, show_pos=True,
+                               hidden=not sys.stderr.isatty()) as bar:
             rows = iter_predictions(runner, studies, batch_size=batch_size, skip_bad=skip_bad,
                                     on_skip=lambda m: click.echo(f"skipped: {m}", err=True),
                                     on_batch=bar.update, explain_dir=explain_dir)
