@@ -26,9 +26,9 @@ class FitConfig:
     image_height: int = 512
     image_width: int = 128
     normalisation: str = "sqrt"
-    epochs: int = 12
+    epochs: int = 16
     batch_size: int = 16
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     class_weighting: bool = True
     loss: str = "crossentropy"  # crossentropy | focal (down-weights easy examples)
     focal_gamma: float = 2.0

@@ -20,7 +20,7 @@ def conv_bn_relu(x, filters, kernel_size=3, strides=1, name="conv"):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_scint_backbone(input_shape=(512, 128, 1), filters=(16, 32, 64, 128), name="scint_backbone"):
+def build_scint_backbone(input_shape=(512, 128, 1), filters=(16, 32, 64, 128, 128), name="scint_backbone"):
     """Self-defined CNN: a strided stem, then conv + max-pool stages; outputs the last feature maps.
 
     Max pooling keeps small hot spots alive through the downsampling, which average pooling
@@ -47,7 +47,7 @@ def pool_features(x, pooling, name):
         layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)])
 
 
-def classifier_head(x, num_classes, hidden_units=64, dropout=0.3):
+def classifier_head(x, num_classes, hidden_units=64, dropout=0.2):
     """Dense head whose softmax runs in float32, so mixed-precision models output float32 probabilities."""
     x = layers.Dropout(dropout, name="head_dropout")(x)
     if hidden_units:
@@ -55,8 +55,8 @@ def classifier_head(x, num_classes, hidden_units=64, dropout=0.3):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
-def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64, 128), shared_backbone=True,
-                       aggregation="concat", pooling="avgmax", hidden_units=64, dropout=0.3,
+def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64, 128, 128), shared_backbone=True,
+                       aggregation="concat", pooling="avgmax", hidden_units=64, dropout=0.2,
                        name="two_view_net"):
     """Inputs `anterior` and `posterior` (H, W, 1, posterior already mirrored); output `probabilities`.
 
