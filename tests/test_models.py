@@ -5,7 +5,11 @@ The keras.applications backbones are built at their smallest inputs; checks that
 few seconds on two CPU cores for the big backbones are marked slow.
 """
 import functools
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import h5py
 import keras
@@ -170,6 +174,36 @@ def test_transfer_full_training_lowers_loss(name):
     assert losses[-1] < losses[0], losses
 
 
+def test_dscint_has_the_papers_parts():
+    """Eight weight layers (six convolutions + two fully connected), one hybrid attention, two normalisations."""
+    model = cached("dscint")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 6 and kinds.count("Dense") == 2
+    assert kinds.count("HybridAttention") == 1 and kinds.count("BatchNormalization") == 2
+    assert kinds.index("HybridAttention") < kinds.index("Dense")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the PyTorch backend")
+def test_models_run_on_the_torch_backend(tmp_path):
+    """Model code is keras.ops only: builds, runs and round-trips with KERAS_BACKEND=torch, without TensorFlow."""
+    script = f"""
+import sys, keras, numpy as np
+from tfbonemet.models import build_model
+assert keras.backend.backend() == "torch" and "tensorflow" not in sys.modules
+for name in ("two_view_net", "dscint", "vgg16"):
+    model = build_model(name, image_size=(64, 32))
+    x = {{t.name: np.random.rand(2, 64, 32, 1).astype("float32") for t in model.inputs}}
+    x = x if len(x) > 1 else x.popitem()[1]
+    model.save(r"{tmp_path}/m.keras")
+    again = keras.models.load_model(r"{tmp_path}/m.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+"""
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 # ------------------------------------------------------------------ transfer specifics
 @pytest.mark.parametrize("channels,adapter,layer", [(1, "auto", "channel_repeat"), (4, "auto", "channel_adapter"),
                                                     (3, "conv", "channel_adapter")])
@@ -270,12 +304,14 @@ def mismatch_cases(tmp_path):
     scan_backbone.save(tmp_path / "scan.keras")
     legacy_h5(bare_vgg16(), tmp_path / "vgg16_notop.h5")
     (tmp_path / "backbone.npz").write_bytes(b"")
+    (tmp_path / "truncated.keras").write_bytes(b"PK\x03\x04 not a whole archive")
     return [
         ("vgg16", "scan.weights.h5", "cannot load as weights for this backbone"),
         ("two_view_net", "vgg16_notop.h5", "Layer count mismatch"),
         ("two_view_net", "scan.keras", r"layer 'last_conv' has weights of shapes \[\(3, 3, 16, 32\)"),
         ("two_view_net", "missing.weights.h5", "does not exist"),
         ("two_view_net", "backbone.npz", "must end in"),
+        ("two_view_net", "truncated.keras", "cannot load"),
         ("dscint", "scan.keras", "has no pre-trainable backbone"),
     ]
 

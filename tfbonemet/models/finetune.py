@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -72,7 +73,7 @@ def _read_source(path: Path, like: keras.Model) -> keras.Model:
             warnings.simplefilter("ignore")  # Keras warns per missing group before raising on the mismatch
             source.load_weights(path)
         return source
-    except (ValueError, KeyError, OSError, TypeError) as exc:
+    except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()][:2] or [type(exc).__name__]
         raise ModelError(f"{path}: cannot load as weights for this backbone ({' '.join(lines)})") from None
 

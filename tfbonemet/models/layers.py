@@ -66,11 +66,11 @@ class ChannelAttention(layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.hidden = layers.Dense(max(channels // self.reduction, 1), activation="relu", name="mlp_hidden",
-                                   dtype=self.dtype_policy)
+        units = max(channels // self.reduction, 1)
+        self.hidden = layers.Dense(units, activation="relu", name="mlp_hidden", dtype=self.dtype_policy)
         self.hidden.build((None, channels))
         self.project = layers.Dense(channels, name="mlp_out", dtype=self.dtype_policy)
-        self.project.build((None, max(channels // self.reduction, 1)))
+        self.project.build((None, units))
 
     def call(self, x):
         mean = self.project(self.hidden(ops.mean(x, axis=(1, 2))))
