@@ -76,7 +76,7 @@ def render(spec: SyntheticSpec, progress=None) -> StudyArrays:
         post.append(study.posterior)
         labels.append(study.label)
         patients.append(salted_patient_hash(study.patient_id, salt=f"phantom-{spec.seed}"))
-        boxes.append([lesion.box_anterior for lesion in study.lesions if lesion.kind == "metastasis"])
+        boxes.append([list(lesion.box_anterior) for lesion in study.lesions if lesion.kind == "metastasis"])
         if progress is not None:
             progress(i + 1)
     labels = np.array(labels, np.int64)
@@ -86,15 +86,21 @@ def render(spec: SyntheticSpec, progress=None) -> StudyArrays:
     return StudyArrays(np.stack(ant), np.stack(post), labels, patients, split, boxes)
 
 
+_LOADED: dict[Path, StudyArrays] = {}  # one read per process: train, validation and test share it
+
+
 def load_or_render(spec: SyntheticSpec, log=print) -> StudyArrays:
     """Load the cached set for `spec`, rendering and caching it (atomically) on first use."""
     path = cache_root() / "phantom" / f"{spec.key()}.npz"
+    if path in _LOADED:
+        return _LOADED[path]
     if path.exists():
         log(f"Using cached synthetic dataset {path} ({spec.num_studies} studies)")
         with np.load(path, allow_pickle=False) as data:
             boxes = json.loads(str(data["lesion_boxes"]))
-            return StudyArrays(data["anterior"], data["posterior"], data["labels"],
-                               data["patient_hash"], data["split"], boxes)
+            _LOADED[path] = StudyArrays(data["anterior"], data["posterior"], data["labels"],
+                                        data["patient_hash"], data["split"], boxes)
+        return _LOADED[path]
     log(f"Rendering {spec.num_studies} synthetic bone-scan studies ({spec.height}x{spec.width} per view) ...")
     arrays = render(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,4 +116,5 @@ def load_or_render(spec: SyntheticSpec, log=print) -> StudyArrays:
         if os.path.exists(tmp):
             os.remove(tmp)
     log(f"Cached at {path}")
+    _LOADED[path] = arrays
     return arrays
