@@ -123,4 +123,4 @@ def test_cli_pointing_game_prints_score_and_chance(tiny_run_dir, tmp_path):
     result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--pointing-game", "--output-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "Pointing game" in result.output and "chance" in result.output
-    assert (tmp_path / "pointing_game-test-gradcam.json").exists()
+    assert (tmp_path / "pointing_game-test-gradcam-anterior.json").exists()

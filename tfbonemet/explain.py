@@ -245,18 +245,23 @@ def lesion_region(shape, boxes, tolerance: int) -> np.ndarray:
 
 
 def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: int | None = None,
-                  limit: int | None = None, log=print, **options) -> dict:
-    """Fraction of metastatic phantom studies whose anterior-map peak lies in a lesion box dilated by `tolerance` px.
+                  limit: int | None = None, views: str = "anterior", log=print, **options) -> dict:
+    """Fraction of metastatic phantom studies whose map peak lies in a lesion box dilated by `tolerance` px.
 
-    Chance is what a peak drawn uniformly over the body would score: the dilated boxes' share of
-    the body area, averaged over studies. The one-sided binomial p-value tests score > chance.
+    `views="anterior"` scores the anterior map alone; `"both"` adds the posterior map mirrored
+    into the anterior frame (deep lesions show best posteriorly), using unnormalised maps so
+    each view keeps its own weight. Chance is what a peak drawn uniformly over the body would
+    score: the dilated boxes' share of the body area, averaged over studies. The one-sided
+    binomial p-value tests score > chance.
     """
     from scipy.stats import binomtest
 
     from tfbonemet.data.datasets import load_split
     from tfbonemet.data.phantom import CLASS_NAMES
-    from tfbonemet.errors import DataError
+    from tfbonemet.errors import ConfigError, DataError
 
+    if views not in ("anterior", "both"):
+        raise ConfigError(f"pointing-game views must be 'anterior' or 'both', got {views!r}")
     studies = load_split(run.config, split, log=log)
     chosen = [i for i, (label, boxes) in enumerate(zip(studies.labels, studies.lesion_boxes))
               if label == CLASS_NAMES.index("metastasis") and boxes][:limit]
@@ -264,17 +269,20 @@ def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: 
         raise DataError(f"split {split!r} of data {run.config.data!r} has no metastatic studies with lesion boxes")
     tolerance = tolerance if tolerance is not None else max(2, round(0.015 * studies.anterior.shape[1]))
     explanations = explain_studies(run, {"anterior": studies.anterior[chosen], "posterior": studies.posterior[chosen]},
-                                   [f"{split}-{i:03d}" for i in chosen], method, **options)
+                                   [f"{split}-{i:03d}" for i in chosen], method, normalise=views == "anterior",
+                                   **options)
     hits, chances = [], []
     for i, explanation in zip(chosen, explanations):
         cam = explanation.maps["anterior"]
+        if views == "both" and "posterior" in explanation.maps:
+            cam = cam + explanation.maps["posterior"][:, ::-1]
         region = lesion_region(cam.shape, studies.lesion_boxes[i], tolerance)
         body = body_mask(studies.anterior[i]) | region
         peak = np.unravel_index(np.argmax(cam), cam.shape)
         hits.append(bool(region[peak]))
         chances.append(float(region.sum() / body.sum()))
     n, k, chance = len(hits), int(sum(hits)), float(np.mean(chances))
-    return {"split": split, "method": method, "view": "anterior", "studies": n, "hits": k, "score": k / n,
+    return {"split": split, "method": method, "views": views, "studies": n, "hits": k, "score": k / n,
             "chance": chance, "tolerance_px": int(tolerance),
             "p_value": float(binomtest(k, n, chance, alternative="greater").pvalue)}
 
@@ -295,7 +303,7 @@ def _dicom_inputs(paths, run):
         raise DataError(f"{', '.join(map(str, paths))}: studies differ in matrix size {sorted(shapes)}; "
                         "explain them one size at a time")
     if run.views == "two_view":
-        views = {"anterior": np.stack([s.anterior for s in wanted]), "posterior": np.stack([s.posterior for s in wanted])}
+        views = {v: np.stack([getattr(s, v) for s in wanted]) for v in ("anterior", "posterior")}
     else:
         views = {"anterior": np.stack([s.anterior if s.anterior is not None else s.image for s in wanted])}
     return views, [f"study-{s.study_key[:12]}" for s in wanted], [s.source_files[0] for s in wanted]

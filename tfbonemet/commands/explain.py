@@ -24,10 +24,14 @@ METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
               help="Instead of drawing: score how often the anterior map's peak hits a known phantom lesion.")
 @click.option("--tolerance", type=click.IntRange(min=0), default=None,
               help="Pointing game: lesion boxes are dilated by this many pixels (default 1.5% of image height).")
-@click.option("--output-dir", type=click.Path(), default=None, help="Default: RUN/explain-<split>/ (or explain-dicom/).")
+@click.option("--views", "pg_views", type=click.Choice(("anterior", "both")), default="anterior",
+              show_default=True,
+              help="Pointing game: score the anterior map, or anterior + posterior (mirrored into its frame).")
+@click.option("--output-dir", type=click.Path(), default=None,
+              help="Default: RUN/explain-<split>/ (or explain-dicom/); pointing-game JSON goes to RUN/.")
 @with_data_options
-def explain(run, split, num, dicom_paths, method, class_name, dicom_output, pointing_game, tolerance, output_dir,
-            data, num_studies, seed):
+def explain(run, split, num, dicom_paths, method, class_name, dicom_output, pointing_game, tolerance, pg_views,
+            output_dir, data, num_studies, seed):
     """Heat maps of what drove RUN's prediction (a run directory or a .keras model), one per view.
 
     The posterior map is drawn on the posterior view as acquired (mirrored back from the
@@ -48,11 +52,12 @@ def explain(run, split, num, dicom_paths, method, class_name, dicom_output, poin
         out = Path(output_dir) if output_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
         out.mkdir(parents=True, exist_ok=True)
         for m in methods:
-            result = explain_lib.pointing_game(loaded, split, m, tolerance, log=click.echo)
-            click.echo(f"Pointing game ({m}, {split}, anterior view, tolerance {result['tolerance_px']} px): "
+            result = explain_lib.pointing_game(loaded, split, m, tolerance, views=pg_views, log=click.echo)
+            click.echo(f"Pointing game ({m}, {split}, {pg_views} view(s), tolerance {result['tolerance_px']} px): "
                        f"{result['hits']}/{result['studies']} = {result['score']:.3f}; chance {result['chance']:.3f}; "
                        f"one-sided binomial p = {result['p_value']:.2g}")
-            write_atomic(out / f"pointing_game-{split}-{m.replace('+', 'p')}.json", json.dumps(result, indent=2))
+            name = f"pointing_game-{split}-{m.replace('+', 'p')}-{pg_views}.json"
+            write_atomic(out / name, json.dumps(result, indent=2))
         return
     explain_lib.run_explain(run, split, num, dicom_paths, methods, output_dir, dicom_output, class_name,
                             options, log=click.echo)
