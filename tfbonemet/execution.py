@@ -44,8 +44,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """`multi-worker` reads the cluster from TF_CONFIG (see docs/training.md)."""
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+    if name == "mirrored":  # every local GPU; without GPUs every logical CPU device (one unless configured)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi-worker":
         if not os.environ.get("TF_CONFIG"):
             raise ConfigError("strategy multi-worker needs TF_CONFIG describing the cluster and this worker")

@@ -111,6 +111,33 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.wait = scores[best], len(scores) - 1 - best
 
 
+class RandomStateBackup(keras.callbacks.Callback):
+    """Backs up the layers' random-generator states (dropout masks) beside BackupAndRestore's weights.
+
+    BackupAndRestore restores weights and optimizer but not SeedGenerator states, so a resumed
+    run would draw other dropout masks than the uninterrupted run; this keeps them identical.
+    """
+
+    def __init__(self, backup_dir: Path):
+        super().__init__()
+        self.path = Path(backup_dir) / "random_state.json"
+
+    def states(self):
+        return [v for v in self.model.variables if v.name == "seed_generator_state"]
+
+    def on_train_begin(self, logs=None):
+        epoch = backed_up_epoch(self.path.parent)
+        if epoch is None or not self.path.exists():
+            return
+        saved = json.loads(self.path.read_text())
+        if saved["epoch"] == epoch and len(saved["states"]) == len(self.states()):
+            for variable, value in zip(self.states(), saved["states"]):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_json(self.path, {"epoch": epoch + 1, "states": [np.asarray(v).tolist() for v in self.states()]})
+
+
 def save_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".part" + path.suffix)
     model.save(tmp)
@@ -314,11 +341,12 @@ def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, v
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         # kept until the run is finished, so a resume after this stage restores its end state
         keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
+        RandomStateBackup(backup_dir),
     ]
     if config.early_stopping:
         callbacks.insert(2, ResumableEarlyStopping(config.early_stopping, history))
     model.fit(train_ds, validation_data=val_ds, epochs=stage.last_epoch, initial_epoch=stage.first_epoch,
-              steps_per_epoch=steps, class_weight=weights, callbacks=callbacks,
+              steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
 
 

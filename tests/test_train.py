@@ -1,0 +1,135 @@
+"""Training runs: options reach the run, presets resolve, pre-training feeds fine-tuning, CV, precision choice."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfbonemet import config as config_lib
+from tfbonemet import execution, train
+from tfbonemet.errors import ConfigError
+from tfbonemet.models import MODELS, build_model
+
+TINY = dict(num_studies=40, image_height=128, image_width=32, epochs=2, batch_size=8,
+            model_options={"filters": [8, 16, 16]})
+quiet = lambda *_: None  # noqa: E731
+
+
+def tiny(tmp_path, **values):
+    return config_lib.resolve(overrides={**TINY, "output_dir": str(tmp_path), "run_name": "run", **values})
+
+
+def test_fit_with_augmentation_balanced_sampling_focal_loss_and_cosine_schedule(tmp_path):
+    config = tiny(tmp_path, epochs=3, augmentation={"rotation": 5.0, "flip_left_right": True, "noise_counts": 200.0},
+                  sampling="balanced", loss="focal", lr_schedule="cosine", early_stopping=2)
+    run_dir = train.fit(config, log=quiet)
+    assert {"model.keras", "config.json", "history.csv", "metrics.json", "logs"} <= {p.name for p in run_dir.iterdir()}
+    assert not (run_dir / "backup").exists()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["precision"] == "float32" and saved["jit"] == "off"  # auto resolved and recorded
+    assert train.resolved_config(run_dir).sampling == "balanced"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and 0 <= metrics["auc"] <= 1
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.output_shape == (None, 2)
+
+
+@pytest.mark.parametrize("name", config_lib.preset_names())
+def test_presets_resolve_to_valid_configs_and_options_override_them(name):
+    values = config_lib.load_preset(name)
+    assert values["model"] in MODELS
+    config = config_lib.resolve(name, {"epochs": 1, "augmentation": {"rotation": 1.0}})
+    train.validate(config)
+    assert config.epochs == 1 and config.augmentation["rotation"] == 1.0
+    assert config_lib.preset_description(name)
+    assert len(config_lib.preset_names()) >= 5
+
+
+def test_bad_settings_name_the_value(tmp_path):
+    with pytest.raises(ConfigError, match="precision 'half'"):
+        train.validate(tiny(tmp_path, precision="half"))
+    with pytest.raises(ConfigError, match="head_epochs"):
+        weights = tmp_path / "b.keras"
+        weights.write_bytes(b"")
+        train.validate(tiny(tmp_path, init_backbone=str(weights), head_epochs=2))
+    with pytest.raises(ConfigError, match="unknown preset"):
+        config_lib.resolve("nope")
+
+
+def write_chest_xrays(root: Path, per_class=(10, 4, 2)):
+    """A chest_xray manual dir in the common train/val/test NORMAL/PNEUMONIA layout; pneumonia has an opacity."""
+    rng = np.random.default_rng(0)
+    for folder, n in zip(("train", "val", "test"), per_class):
+        for label in ("NORMAL", "PNEUMONIA"):
+            (root / folder / label).mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(40, 90, (64, 32)).astype(np.uint8)
+                if label == "PNEUMONIA":
+                    image[20:40, 6:26] = 220
+                Image.fromarray(image).save(root / folder / label / f"{i}.png")
+    return root
+
+
+def test_pretrain_on_chest_xrays_then_fine_tune_head_first(tmp_path):
+    from tfbonemet.pretrain import BACKBONE_FILE, pretrain
+
+    manual = write_chest_xrays(tmp_path / "cxr")
+    options = {"filters": [8, 16, 16]}
+    pre = pretrain(config_lib.FitConfig(data="tfds:chest_xray", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual),
+                                        image_height=64, image_width=32, epochs=1, batch_size=8, model_options=options,
+                                        output_dir=str(tmp_path), run_name="pre"), log=quiet)
+    assert json.loads((pre / "metrics.json").read_text())["classes"] == ["normal", "pneumonia"]
+    backbone_file = pre / BACKBONE_FILE
+    run_dir = train.fit(tiny(tmp_path, image_height=64, init_backbone=str(backbone_file), head_epochs=1,
+                             finetune_lr_factor=1e-7, run_name="finetune"), log=quiet)
+    pretrained = keras.models.load_model(backbone_file).get_layer("backbone")
+    tuned = keras.models.load_model(run_dir / "model.keras").get_layer("backbone")
+    for a, b in zip(pretrained.get_layer("stem").get_weights(), tuned.get_layer("stem").get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-4)  # frozen, then a negligible rate: still the pre-trained filters
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 2
+
+
+@pytest.mark.slow
+def test_cross_validation_writes_per_fold_and_mean_figures(tmp_path):
+    from tfbonemet.cv import cross_validate
+
+    cv_dir = cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=3, log=quiet)
+    summary = json.loads((cv_dir / "cv.json").read_text())
+    assert len(summary["per_fold"]) == 3 and set(summary["mean"]) == set(summary["std"])
+    assert all((cv_dir / f"fold-{k}" / "model.keras").exists() for k in range(3))
+    assert cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=3, log=quiet) == cv_dir  # resumes: no retrain
+
+
+def tiny_net():
+    return build_model("two_view_net", image_size=(64, 32), filters=(4, 8))
+
+
+def test_auto_execution_rules_without_a_probe(monkeypatch):
+    monkeypatch.setattr(execution, "cpu_has_bf16", lambda: True)
+    assert execution.candidates("auto", "auto") == [("float32", False), ("float32", True), ("mixed_bfloat16", False),
+                                                    ("mixed_bfloat16", True)]
+    assert execution.candidates("float32", "auto") == [("float32", False)]  # Keras' CPU rule: no XLA unprobed
+    monkeypatch.setattr(execution, "cpu_has_bf16", lambda: False)
+    assert execution.candidates("auto", "off") == [("float32", False)]  # emulated bfloat16 is never a candidate
+    monkeypatch.setattr(execution, "has_gpu", lambda: True)
+    assert execution.choose("auto", "auto", tiny_net, {}, 4, log=quiet) == ("mixed_float16", True)
+    assert execution.choose("float32", "off", tiny_net, {}, 4, log=quiet) == ("float32", False)
+
+
+@pytest.mark.slow
+def test_auto_precision_times_candidates_once_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setattr(execution, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(execution, "has_gpu", lambda: False)
+    lines = []
+    build = tiny_net
+    key = {"model": "test", "size": [64, 32]}
+    precision, jit = execution.choose("auto", "auto", build, key, 4, log=lines.append)
+    assert (precision, jit) in execution.candidates("auto", "auto") and len(execution.candidates("auto", "auto")) == 4
+    assert "chose" in lines[-1] and "ms/step" in lines[-1]
+    again = []
+    assert execution.choose("auto", "auto", build, key, 4, log=again.append) == (precision, jit)
+    assert any("cached" in line for line in again)
