@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from click.testing import CliRunner
@@ -49,6 +50,10 @@ def test_build_bone_scintigraphy(phantom_dir, tmp_path, config, classes):
     builder = tfds.builder(f"bone_scintigraphy/{config}", data_dir=str(tmp_path))
     assert builder.info.features["label"].num_classes == classes
     assert builder.info.splits.total_num_examples == 12
+    counts = {s.anterior.tobytes(): s.posterior for s in read_studies([phantom_dir])}
+    for example in tfds.as_numpy(builder.as_dataset(split="train").take(3)):
+        assert example["anterior"].dtype == np.uint16 and example["anterior"].shape == (64, 16, 1)
+        np.testing.assert_array_equal(example["posterior"][..., 0], counts[example["anterior"][..., 0].tobytes()])
 
 
 def test_build_chest_xray(tmp_path):

@@ -1,5 +1,10 @@
-"""Options the manual-download builders share: skip bad inputs, pseudonym salt, split seed."""
+"""What the manual-download builders share: skip-bad/salt/split-seed options and fast 16-bit PNG encoding."""
 from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
 
 from tfbonemet.errors import DataError
 
@@ -21,3 +26,16 @@ class BuildOptions:
 
     def skipped_error(self, error: DataError) -> None:
         self.skipped.append(str(error))
+
+
+def png16(image: np.ndarray) -> bytes:
+    """A uint16 H x W image as PNG bytes for a `tfds.features.Image(dtype=np.uint16)` feature.
+
+    TFDS's own encoder (tf.image.encode_png at zlib level 6) dominates build time on whole-body
+    views; zlib level 1 encodes about 5x faster for about 15% larger files, decoding identically.
+    """
+    if image.dtype != np.uint16 or image.ndim != 2:
+        raise ValueError(f"expected a uint16 H x W image, got {image.dtype} {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -11,7 +11,7 @@ from tfbonemet.data.phantom import CLASS_NAMES
 from tfbonemet.data.pipeline import TASKS
 from tfbonemet.data.splits import assign_splits
 from tfbonemet.errors import DataError
-from tfds_builders.build_options import BuildOptions
+from tfds_builders.build_options import BuildOptions, png16
 
 SPLITS = ("train", "validation", "test")
 
@@ -77,8 +77,8 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
             if views is None:
                 continue
             yield record.study_hash, {
-                "anterior": views["anterior"][..., np.newaxis],
-                "posterior": views["posterior"][..., np.newaxis],
+                "anterior": png16(views["anterior"]),
+                "posterior": png16(views["posterior"]),
                 "label": self._label(record),
                 "patient_hash": record.patient_hash,
                 "study_hash": record.study_hash,

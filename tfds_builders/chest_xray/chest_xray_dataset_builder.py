@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from tfbonemet.data import dicom, sources
 from tfbonemet.data.splits import assign_splits, salted_patient_hash
 from tfbonemet.errors import DataError
-from tfds_builders.build_options import BuildOptions
+from tfds_builders.build_options import BuildOptions, png16
 
 CLASSES = ("normal", "pneumonia")
 SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
@@ -84,4 +84,4 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
             if image is None:
                 continue
             key = path.relative_to(manual_dir).as_posix()
-            yield key, {"image": image[..., np.newaxis], "label": label}
+            yield key, {"image": png16(image), "label": label}
