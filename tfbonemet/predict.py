@@ -79,7 +79,7 @@ class KerasRunner:
         self.info = ModelInfo(self.run.pipeline(), self.run.classes)
 
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.run.model(model_inputs(self.run.model, x), training=False), np.float32)
+        return np.asarray(self.run.model.predict_on_batch(model_inputs(self.run.model, x)), np.float32)
 
     def predict(self, studies):
         return self.predict_preprocessed(preprocess_studies(studies, self.info.pipeline))
