@@ -176,3 +176,13 @@ def test_read_image_file_not_an_image(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"x\.png: not a readable image"):
         sources.read_image_file(tmp_path / "x.png")
+
+
+def test_malformed_lesion_file(dicom_dir):
+    (dicom_dir / "lesions.json").write_text('{"1.2.3": [{"kind": "metastasis"}]}')
+    with pytest.raises(DataError, match=r"lesions\.json: not a lesion list .*KeyError"):
+        sources.read_source(dicom_dir)
+    (dicom_dir / "lesions.json").write_text('{"1.2.3": [{"kind": "fracture", "box_anterior": [0, 0, 1, 1], '
+                                            '"box_posterior": [0, 0, 1, 1]}]}')
+    with pytest.raises(DataError, match=r"lesions\.json: unknown lesion kind\(s\) fracture"):
+        sources.read_source(dicom_dir)

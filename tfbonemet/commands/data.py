@@ -28,7 +28,7 @@ def data_group():
 @data_group.command("build")
 @click.option("--dataset", type=click.Choice(DATASETS), required=True, help="Which TFDS builder to run.")
 @click.option("--manual-dir", type=click.Path(exists=True, file_okay=False), required=True,
-              help="Folder of source files (see `tfbonemet data build --help` for the layouts).")
+              help="Folder of source files in one of the layouts above.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Where TFDS writes the dataset (default: TFDS's own, ~/tensorflow_datasets).")
 @click.option("--config", type=click.Choice(tuple(TASKS)), default=None,

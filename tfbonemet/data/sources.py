@@ -33,6 +33,7 @@ MANIFEST_CSV = "manifest.csv"
 NO_METASTASIS = "no_metastasis"  # a binary-only label (BS-80K 0): not metastatic, other findings unknown
 LABEL_NAMES = CLASS_NAMES + (NO_METASTASIS,)
 LESION_KINDS = ("metastasis", "arthritis", "thyroid")
+LESION_FIELDS = ("kind", "box_anterior", "box_posterior")
 BS80K_LABELS = {"0": NO_METASTASIS, "1": "metastasis"}
 
 
@@ -43,7 +44,6 @@ class StudyRecord:
     study_hash: str
     patient_hash: str
     label: str  # one of LABEL_NAMES
-    origin: str  # file(s) it comes from, for error messages
     load: Callable[[], dict]  # -> {"anterior", "posterior": uint16 HxW, "lesion_boxes": [...]}
 
     @property
@@ -175,6 +175,21 @@ def _load_dicom_study(files: list[Path], salt: str, lesions: list[dict]) -> dict
     return {"anterior": study.anterior, "posterior": study.posterior, "lesion_boxes": boxes}
 
 
+def _read_lesions(path: Path, salt: str) -> dict[str, list[dict]]:
+    """lesions.json ({StudyInstanceUID: [{kind, box_anterior, box_posterior, ...}]}) keyed by study key."""
+    try:
+        raw = json.loads(path.read_text())
+        lesions = {dicom.study_key_for_uid(uid, salt): [{f: lesion[f] for f in LESION_FIELDS} for lesion in found]
+                   for uid, found in raw.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DataError(f"{path}: not a lesion list as phantom_dicom writes it ({type(exc).__name__}: {exc})") from None
+    kinds = {lesion["kind"] for found in lesions.values() for lesion in found} - set(LESION_KINDS)
+    if kinds:
+        raise DataError(f"{path}: unknown lesion kind(s) {', '.join(sorted(map(str, kinds)))}; "
+                        f"expected {', '.join(LESION_KINDS)}")
+    return lesions
+
+
 def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
     labels_path = manual_dir / LABELS_CSV
     rows = read_csv(labels_path, required=("label",), one_of=("file", "study_instance_uid"))
@@ -185,10 +200,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
         if identity:
             files_of.setdefault(identity[0], []).append(path)
             patient_of[identity[0]] = identity[1]
-    lesions = {}
-    if (manual_dir / LESIONS_JSON).is_file():
-        raw = json.loads((manual_dir / LESIONS_JSON).read_text())
-        lesions = {dicom.study_key_for_uid(uid, salt): found for uid, found in raw.items()}
+    lesions = _read_lesions(manual_dir / LESIONS_JSON, salt) if (manual_dir / LESIONS_JSON).is_file() else {}
 
     def label_row(line: int, row: dict) -> tuple[str, str, str, str] | None:
         where = f"{labels_path}:{line}"
@@ -214,7 +226,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
                                      f"same study at {labelled[key][2]}"))
             continue
         labelled.setdefault(key, (label, patient, where))
-    return [StudyRecord(key, patient, label, ", ".join(map(str, files_of[key])),
+    return [StudyRecord(key, patient, label,
                         lambda files=files_of[key], found=lesions.get(key, []): _load_dicom_study(files, salt, found))
             for key, (label, patient, _) in sorted(labelled.items())]
 
@@ -270,7 +282,7 @@ def _bs80k_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
             where = f"{paths[0]}, {paths[1]}"
             records.append(StudyRecord(
                 salted_patient_hash(f"bs80k:{region}:{name}", salt), salted_patient_hash(Path(name).stem, salt),
-                label, where, lambda paths=paths, where=where: _load_pair(paths, where)))
+                label, lambda paths=paths, where=where: _load_pair(paths, where)))
     return records
 
 
@@ -285,7 +297,7 @@ def _manifest_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list
         if not row["patient_id"]:
             raise DataError(f"{where}: empty patient_id")
         return StudyRecord(salted_patient_hash(f"manifest:{row['anterior']}:{row['posterior']}", salt),
-                           salted_patient_hash(row["patient_id"], salt), parse_label(row["label"], where), where,
+                           salted_patient_hash(row["patient_id"], salt), parse_label(row["label"], where),
                            lambda: _load_pair(paths, where))
 
     rows = read_csv(manifest, required=("anterior", "posterior", "label", "patient_id"))
