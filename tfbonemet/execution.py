@@ -125,7 +125,7 @@ def probe(options, build, probe_key: dict, batch_size: int, log) -> dict[str, fl
     log(f"Execution: timing {len(names)} candidate settings ({PROBE_STEPS} steps each; cached afterwards) ...")
     for name, (precision, jit) in names.items():
         if name not in cached:
-            cached[name] = _time_steps(precision, jit, build, batch_size)
+            cached[name] = time_train_steps(precision, jit, build, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
     with os.fdopen(fd, "w") as fh:
@@ -134,7 +134,8 @@ def probe(options, build, probe_key: dict, batch_size: int, log) -> dict[str, fl
     return {name: cached[name] for name in names}
 
 
-def _time_steps(precision: str, jit: bool, build, batch_size: int) -> float:
+def time_train_steps(precision: str, jit: bool, build, batch_size: int, steps: int = PROBE_STEPS) -> float:
+    """Seconds per training step on random inputs, after two untimed steps (tracing, XLA compilation)."""
     with dtype_policy(precision):
         model = build()
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", jit_compile=jit)
@@ -144,6 +145,6 @@ def _time_steps(precision: str, jit: bool, build, batch_size: int) -> float:
     model.train_on_batch(x, y)  # build, trace (and XLA-compile)
     model.train_on_batch(x, y)
     start = time.perf_counter()
-    for _ in range(PROBE_STEPS):
+    for _ in range(steps):
         model.train_on_batch(x, y)
-    return (time.perf_counter() - start) / PROBE_STEPS
+    return (time.perf_counter() - start) / steps
