@@ -179,3 +179,14 @@ def test_skip_bad_keeps_good_studies_and_reports_the_rest(tmp_path, phantom_stud
     studies = dicom.read_studies([tmp_path], skip_bad=True, on_skip=lambda p, why: skipped.append((p.name, why)))
     assert len(studies) == len(phantom_studies)
     assert skipped == [("broken.dcm", skipped[0][1])] and "not a readable DICOM file" in skipped[0][1]
+
+
+@pytest.mark.parametrize("meaning, view", [("Anterior projection", "anterior"), ("POSTERIOR", "posterior"),
+                                           ("antero-posterior", None), ("Anteroposterior", None),
+                                           ("POSTERO-ANTERIOR", None)])
+def test_view_code_meaning_must_name_one_view(tmp_path, phantom_studies, meaning, view):
+    path, _ = write_study(phantom_studies[0], tmp_path, split_views=True)
+    def recode(ds):
+        ds.SeriesDescription = "WB"
+        ds.DetectorInformationSequence[0].ViewCodeSequence[0].CodeMeaning = meaning
+    assert list(dicom.read_views(_edit(path, recode))) == [view or "image"]

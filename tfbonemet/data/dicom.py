@@ -28,7 +28,7 @@ DEFAULT_SALT = "tfbonemet"
 # SNOMED CT codes for the nuclear-medicine projections (DICOM CID 26); the code meaning is matched too
 VIEW_CODE_VALUES = {"399321004": "anterior", "399001007": "posterior"}
 DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic", ".ima"}
-_VIEW_WORDS = {"anterior": re.compile(r"\bANT(ERIOR)?\b"), "posterior": re.compile(r"\bPOST(ERIOR)?\b")}
+_VIEW_WORDS = {"anterior": re.compile(r"\bANT(ERO|ERIOR)?\b"), "posterior": re.compile(r"\bPOST(ERO|ERIOR)?\b")}
 _DETECTOR_VECTOR = 0x00540020
 
 
@@ -66,20 +66,22 @@ def _code_view(item) -> str | None:
     for code in item.get("ViewCodeSequence", []):
         if str(code.get("CodeValue", "")) in VIEW_CODE_VALUES:
             return VIEW_CODE_VALUES[str(code.CodeValue)]
-        meaning = str(code.get("CodeMeaning", "")).upper()
-        found = [view for view in VIEWS if view.upper() in meaning]
-        if len(found) == 1:
-            return found[0]
+        view = _named_view(str(code.get("CodeMeaning", "")))
+        if view:
+            return view
     return None
+
+
+def _named_view(text: str) -> str | None:
+    """The one view a text names as a word ('Anterior projection', 'WB ANT'); None if none or both."""
+    found = [view for view, pattern in _VIEW_WORDS.items() if pattern.search(text.upper())]
+    return found[0] if len(found) == 1 else None
 
 
 def _text_view(ds) -> str | None:
     """A view named unambiguously by Image Type or Series Description (e.g. 'WB ANT'), else None."""
-    for text in (" ".join(str(v) for v in ds.get("ImageType", [])), str(ds.get("SeriesDescription", ""))):
-        found = [view for view, pattern in _VIEW_WORDS.items() if pattern.search(text.upper())]
-        if len(found) == 1:
-            return found[0]
-    return None
+    image_type = " ".join(str(v) for v in ds.get("ImageType", []))
+    return _named_view(image_type) or _named_view(str(ds.get("SeriesDescription", "")))
 
 
 def _frame_views(ds, path: Path, frames: int) -> list[str]:
@@ -120,7 +122,8 @@ def _read_dataset(path: Path, stop_before_pixels: bool = False):
         raise DataError(f"{path}: not a readable DICOM file (no DICOM header)") from None
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
-    if "SOPClassUID" not in ds and ("PixelData" not in ds or stop_before_pixels):  # pydicom reads damaged bytes leniently
+    # pydicom reads damaged bytes leniently: a file with neither SOP class nor pixels is not DICOM
+    if "SOPClassUID" not in ds and ("PixelData" not in ds or stop_before_pixels):
         raise DataError(f"{path}: not a readable DICOM file (no SOP Class UID: damaged or not DICOM)")
     return ds
 
