@@ -186,3 +186,10 @@ def test_malformed_lesion_file(dicom_dir):
                                             '"box_posterior": [0, 0, 1, 1]}]}')
     with pytest.raises(DataError, match=r"lesions\.json: unknown lesion kind\(s\) fracture"):
         sources.read_source(dicom_dir)
+
+
+def test_read_image_file_decodes_real_compressed_nm_dicom():
+    from pydicom.data import get_testdata_file
+
+    image = sources.read_image_file(Path(get_testdata_file("JPEG2000.dcm")))
+    assert image.dtype == np.uint16 and image.shape == (1024, 256) and image.min() == 0
