@@ -193,3 +193,24 @@ def test_read_image_file_decodes_real_compressed_nm_dicom():
 
     image = sources.read_image_file(Path(get_testdata_file("JPEG2000.dcm")))
     assert image.dtype == np.uint16 and image.shape == (1024, 256) and image.min() == 0
+
+
+def test_report_filed_in_a_study_stops_or_is_skipped(dicom_dir):
+    import pydicom
+
+    first = sorted(dicom_dir.glob("*.dcm"))[0]
+    report = pydicom.dcmread(first)
+    for keyword in ("PixelData", "Rows", "Columns"):
+        delattr(report, keyword)
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = report.SOPInstanceUID + ".9"
+    report.Modality = "SR"
+    report.save_as(dicom_dir / "report.dcm")
+    with pytest.raises(DataError, match=r"report\.dcm: is not an image .*modality SR"):
+        for record in sources.read_source(dicom_dir):
+            record.load()
+    problems = []
+    lenient = sources.read_source(dicom_dir, on_bad=problems.append)
+    assert all(record.load()["anterior"].shape == (64, 16) for record in lenient)
+    assert [str(p) for p in problems] == [f"{dicom_dir / 'report.dcm'}: is not an image (SOP class "
+                                          f"1.2.840.10008.5.1.4.1.1.88.11, modality SR)"]

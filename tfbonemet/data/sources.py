@@ -164,8 +164,13 @@ def _normalised_box(box, shape) -> np.ndarray:
     return np.clip(np.array(box, np.float64) / [height, width, height, width], 0.0, 1.0)
 
 
-def _load_dicom_study(files: list[Path], salt: str, lesions: list[dict]) -> dict:
-    study, = dicom.read_studies(files, salt=salt)
+def _load_dicom_study(files: list[Path], salt: str, lesions: list[dict], on_bad: OnBad | None) -> dict:
+    """Both views of one study; with `on_bad`, a bad file (say a report filed in the study) is left out."""
+    found = dicom.read_studies(files, salt=salt, skip_bad=on_bad is not None,
+                               on_skip=lambda path, why: on_bad(DataError(f"{path}: {why}")))
+    if len(found) != 1:
+        raise DataError(f"{', '.join(map(str, files))}: no usable image left in this study")
+    study = found[0]
     if not study.is_two_view:
         missing = "anterior" if study.anterior is None else "posterior"
         raise DataError(f"{', '.join(map(str, files))}: study has no {missing} view")
@@ -227,7 +232,8 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
             continue
         labelled.setdefault(key, (label, patient, where))
     return [StudyRecord(key, patient, label,
-                        lambda files=files_of[key], found=lesions.get(key, []): _load_dicom_study(files, salt, found))
+                        lambda files=files_of[key], found=lesions.get(key, []):
+                        _load_dicom_study(files, salt, found, on_bad))
             for key, (label, patient, _) in sorted(labelled.items())]
 
 
