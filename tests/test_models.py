@@ -127,11 +127,12 @@ def test_keras_round_trip_gives_identical_outputs(name, tmp_path):
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
 
 
-@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("name", heavy_slow(sorted(MODELS)))
+PRECISION_CASES = [pytest.param(name, "mixed_float16", marks=[pytest.mark.slow] if name in HEAVY else [])
+                   for name in sorted(MODELS)] + [(name, "mixed_bfloat16") for name in ("two_view_net", "dscint", "vgg16")]
+
+
+@pytest.mark.parametrize("name,precision", PRECISION_CASES)
 def test_mixed_precision_outputs_float32(name, precision):
-    if precision == "mixed_bfloat16" and name in TRANSFER and name != "vgg16":
-        pytest.skip("one bfloat16 transfer model suffices")
     with policy(precision):
         model = tiny(name)
     convs = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.Conv2D)]
