@@ -23,7 +23,7 @@ def describe(name: str, count_params: bool = True) -> dict:
 
 
 @click.command()
-@click.argument("names", nargs=-1, type=click.Choice(sorted(MODELS)))
+@click.argument("names", nargs=-1, type=click.Choice(sorted(MODELS)), metavar="[NAME]...")
 @click.option("--params/--no-params", default=True, show_default=True,
               help="Count parameters (builds each model at its default input size: a few seconds each).")
 def models(names, params):

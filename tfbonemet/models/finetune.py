@@ -66,8 +66,8 @@ def _read_source(path: Path, like: keras.Model) -> keras.Model:
     try:
         if path.name.endswith(".keras"):
             saved = keras.models.load_model(path, compile=False)
-            parts = transfer.backbone_part(saved)
-            return parts if parts is not None else (two_view.backbones(saved) or [saved])[0]
+            part = transfer.backbone_part(saved)
+            return part if part is not None else (two_view.backbones(saved) or [saved])[0]
         source = keras.models.clone_model(like)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Keras warns per missing group before raising on the mismatch
