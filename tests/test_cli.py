@@ -86,3 +86,8 @@ def test_top_level_cli_is_a_thin_entry(module):
     finally:
         sys.argv = argv
     assert exit_info.value.code == 0
+
+
+def test_option_a_model_does_not_take_is_one_line():
+    _assert_one_line_error(run(["fit", *TINY_ARGS, "--model", "dscint", "--aggregation", "attention"]),
+                           "dscint", "aggregation")

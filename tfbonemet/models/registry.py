@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Callable
 
 import keras
 
+from tfbonemet.errors import ConfigError
 from tfbonemet.models import dscint, finetune, transfer, two_view
 
 
@@ -74,7 +76,13 @@ def build_model(name: str, backbone_weights=None, freeze_backbone: bool = False,
     `backbone_weights` (a local file) loads pre-trained backbone weights; `freeze_backbone`
     freezes the backbone for the first, head-only stage of fine-tuning (see finetune).
     """
-    model = _spec(name).builder(**config)
+    builder = _spec(name).builder
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ConfigError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
+                          f"it takes {', '.join(accepted)}")
+    model = builder(**config)
     if backbone_weights:
         finetune.load_backbone_weights(model, backbone_weights)
     if freeze_backbone:
