@@ -142,6 +142,7 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
     studies, y, probabilities = predict_split(run, split, log=log)
     groups = studies.patient_hash
     results = {"split": split, "task": run.config.task, "classes": list(run.classes), "model": run.model.name,
+               "data": run.config.data,
                "n_studies": int(len(y)), "n_patients": int(len(np.unique(groups))),
                "class_counts": np.bincount(y, minlength=len(run.classes)).tolist(),
                "bootstrap": {"resamples": n_bootstrap, "unit": "patient", "level": 0.95},
