@@ -156,3 +156,14 @@ def test_single_view_round_trip_on_pydicom_nm_scans(single_view, single_view_run
     assert len(reference) == 2  # both bundled NM scans (one study UID) predicted, one row each
     for model, got in results.items():
         np.testing.assert_allclose(got, reference, atol=export_lib.TOLERANCES["float16"][0], err_msg=model)
+
+
+def test_model_card_reads_evaluation_metrics_with_cis(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"auc": 0.9, "accuracy": 0.8, "n": 40}))
+    (tmp_path / "eval-test").mkdir()
+    (tmp_path / "eval-test" / "metrics.json").write_text(json.dumps({
+        "split": "test", "n_studies": 48,
+        "thresholds": {"default": {"figures": {"auc": {"value": 0.91, "ci95": [0.85, 0.96]}}}}}))
+    metrics = export_lib.run_metrics(tmp_path)
+    assert metrics["test (evaluation)"]["auc"]["ci95"] == [0.85, 0.96]
+    assert export_lib.figure_text(metrics["test (evaluation)"]["auc"]) == "0.910 (95% CI 0.850–0.960)"

@@ -316,7 +316,7 @@ def run_metrics(run_dir: Path | None) -> dict:
     return out
 
 
-def _figure(value) -> str:
+def figure_text(value) -> str:
     if isinstance(value, dict) and "value" in value:
         low, high = value.get("ci95", (None, None))
         return f"{value['value']:.3f}" + (f" (95% CI {low:.3f}–{high:.3f})" if low is not None else "")
@@ -347,7 +347,7 @@ def render_model_card(card: dict) -> str:
                      + " | ".join(str(s["per_class"][c]) for c in card["classes"]) + " |")
     lines += ["", "## Metrics", ""]
     for source, figures in card["metrics"].items() or [("none", {})]:
-        lines.append(f"- {source}: " + (", ".join(f"{k} {_figure(v)}" for k, v in figures.items())
+        lines.append(f"- {source}: " + (", ".join(f"{k} {figure_text(v)}" for k, v in figures.items())
                                         or "no figures recorded"))
     lines += ["", "## Export parity (validation split, against the Keras model)", "",
               "| artefact | max abs Δp | ΔAUC | tolerance (Δp / ΔAUC) |", "|---|---|---|---|"]

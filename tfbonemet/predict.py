@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tfbonemet.data.pipeline import TASKS, VIEW_SETS, PipelineConfig, input_names, preprocess_views
+from tfbonemet.data.pipeline import VIEW_SETS, PipelineConfig, input_names, preprocess_views
 from tfbonemet.errors import DataError, ModelError
 
 METADATA_JSON = "metadata.json"
