@@ -132,6 +132,7 @@ class Explanation:
     maps: dict[str, np.ndarray]
     probability: float
     class_name: str
+    boxes: list = dataclasses.field(default_factory=list)  # known lesions (phantom), anterior (y0, x0, y1, x1)
 
     def composite(self, gap: int = 8) -> np.ndarray:
         """The overlays side by side (anterior | posterior), uint8 RGB, for DICOM or quick viewing."""
@@ -181,6 +182,9 @@ def save_png(explanation: Explanation, path, method: str) -> None:
     fig, axes = plt.subplots(1, len(explanation.views), figsize=(2.6 * len(explanation.views), 8), squeeze=False)
     for ax, view in zip(axes[0], explanation.views):
         ax.imshow(overlay_rgb(explanation.views[view], explanation.maps[view]), interpolation="nearest")
+        if view == "anterior":
+            for y0, x0, y1, x1 in explanation.boxes:
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="lime", lw=0.8))
         ax.set_title(VIEW_LABELS[view], fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{method}: P({explanation.class_name}) = {explanation.probability:.3f}", fontsize=10)
@@ -311,22 +315,32 @@ def _dicom_inputs(paths, run):
 
 def run_explain(path, split: str = "test", num: int = 4, dicom_paths=(), methods=("gradcam",),
                 output_dir=None, dicom_output: bool = False, class_name: str = "metastasis",
-                data_options: dict | None = None, log=print, **options):
-    """Explain a run's split (first `num` studies) or DICOM studies; returns the written file paths."""
+                only_class: bool = False, data_options: dict | None = None, log=print, **options):
+    """Explain a run's split (its first `num` studies, or of those labelled `class_name` if `only_class`)
+    or DICOM studies; returns the written file paths."""
     from pathlib import Path
 
     from tfbonemet.data.datasets import load_split
+    from tfbonemet.data.pipeline import task_labels
     from tfbonemet.errors import ConfigError
     from tfbonemet.evaluate import load_run
 
     run = load_run(path, data_options)
+    if class_name not in run.classes:
+        raise ModelError(f"class {class_name!r} is not an output of this model ({', '.join(run.classes)})")
     if dicom_paths:
         views, names, sources = _dicom_inputs(dicom_paths, run)
+        boxes = [[] for _ in names]
     else:
         studies = load_split(run.config, split, log=log)
-        count = min(num, len(studies))
-        views = {"anterior": studies.anterior[:count], "posterior": studies.posterior[:count]}
-        names, sources = [f"{split}-{i:03d}" for i in range(count)], [None] * count
+        labels = task_labels(studies.labels, run.config.task)
+        wanted = run.classes.index(class_name)
+        chosen = [i for i in range(len(studies)) if not only_class or labels[i] == wanted][:num]
+        views = {"anterior": studies.anterior[chosen], "posterior": studies.posterior[chosen]}
+        names, sources = [f"{split}-{i:03d}" for i in chosen], [None] * len(chosen)
+        boxes = [studies.lesion_boxes[i] if studies.anterior.shape[1:] == (run.config.image_height,
+                                                                           run.config.image_width) else []
+                 for i in chosen]
     path = Path(path)
     out = Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / (
         "explain-dicom" if dicom_paths else f"explain-{split}")
@@ -336,7 +350,9 @@ def run_explain(path, split: str = "test", num: int = 4, dicom_paths=(), methods
         raise ConfigError(f"cannot create output directory {out}: {exc.strerror}") from None
     written = []
     for method in methods:
-        for explanation, source in zip(explain_studies(run, views, names, method, class_name, **options), sources):
+        for explanation, source, known in zip(explain_studies(run, views, names, method, class_name, **options),
+                                              sources, boxes):
+            explanation.boxes = known
             stem = out / f"{explanation.name}-{method.replace('+', 'p')}"
             save_png(explanation, stem.with_suffix(".png"), method)
             written.append(stem.with_suffix(".png"))

@@ -19,6 +19,7 @@ METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
               help="Explain these DICOM files or folders instead of the split (repeatable).")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="gradcam", show_default=True)
 @click.option("--class", "class_name", default="metastasis", show_default=True, help="Class whose evidence is mapped.")
+@click.option("--only-class", is_flag=True, help="From the split, take only studies labelled with --class.")
 @click.option("--dicom-output", is_flag=True, help="Also write each overlay as a DICOM Secondary Capture.")
 @click.option("--pointing-game", is_flag=True,
               help="Instead of drawing: score how often the anterior map's peak hits a known phantom lesion.")
@@ -30,8 +31,8 @@ METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
 @click.option("--output-dir", type=click.Path(), default=None,
               help="Default: RUN/explain-<split>/ (or explain-dicom/); pointing-game JSON goes to RUN/.")
 @with_data_options
-def explain(run, split, num, dicom_paths, method, class_name, dicom_output, pointing_game, tolerance, pg_views,
-            output_dir, data, num_studies, seed):
+def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_output, pointing_game, tolerance,
+            pg_views, output_dir, data, num_studies, seed):
     """Heat maps of what drove RUN's prediction (a run directory or a .keras model), one per view.
 
     The posterior map is drawn on the posterior view as acquired (mirrored back from the
@@ -60,7 +61,7 @@ def explain(run, split, num, dicom_paths, method, class_name, dicom_output, poin
             write_atomic(out / name, json.dumps(result, indent=2))
         return
     explain_lib.run_explain(run, split, num, dicom_paths, methods, output_dir, dicom_output, class_name,
-                            options, log=click.echo)
+                            only_class, options, log=click.echo)
 
 
 COMMANDS = [explain]
