@@ -114,7 +114,7 @@ def test_next_version_and_savedmodel_only(two_view, tiny_run_dir):
 
 
 def test_failed_parity_leaves_no_version(tiny_run_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(export_lib.TOLERANCES, "savedmodel", (-1.0, 1.0))
+    monkeypatch.setitem(export_lib.TOLERANCES, "savedmodel", (-1.0, 1.0, 0.0))
     with pytest.raises(ModelError, match="failed parity for savedmodel"):
         export_lib.export(tiny_run_dir, tmp_path, fmt="savedmodel", log=quiet)
     assert list(tmp_path.iterdir()) == []
