@@ -195,8 +195,9 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
             return KerasRunner(path)
         raise ModelError(f"{path} is neither a run directory (model.keras), a SavedModel (saved_model.pb) "
                          f"nor a TF Serving model folder (numbered versions)")
-    if path.suffix == ".keras":
-        return KerasRunner(path)
+    if path.suffix == ".keras":  # a run's own model.keras keeps its run's preprocessing (config.json)
+        in_run = path.name == "model.keras" and (path.parent / "config.json").is_file()
+        return KerasRunner(path.parent if in_run else path)
     if path.suffix == ".tflite":
         return TFLiteRunner(path)
     raise ModelError(f"{path}: not a model; expected a run directory, .keras, SavedModel folder or .tflite")
