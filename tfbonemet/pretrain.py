@@ -17,7 +17,7 @@ from keras import layers
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
-from tfbonemet.models import MODELS, build_model, input_convention
+from tfbonemet.models import MODELS, build_model, finetune, input_convention
 from tfbonemet.train import Recipe, make_run_dir, resolve_execution, train_recipe, validate
 
 BACKBONE_FILE = "backbone.keras"
@@ -29,8 +29,6 @@ def pretraining_model(config: FitConfig, num_classes: int) -> keras.Model:
     size = (config.image_height, config.image_width)
     if input_convention(config.model) != "two_view":
         return build_model(config.model, image_size=size, num_classes=num_classes, **config.model_options)
-    from tfbonemet.models import finetune
-
     backbone = finetune.backbone_parts(build_model(config.model, image_size=size, **config.model_options))[0]
     image = keras.Input(shape=(*size, 1), name="image")
     x = layers.GlobalAveragePooling2D(name="pretrain_pool")(backbone(image))

@@ -31,7 +31,7 @@ from tfbonemet.data.augment import make_augment
 from tfbonemet.data.pipeline import TASKS, PipelineConfig, class_weights, input_names
 from tfbonemet.errors import ConfigError
 from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
-from tfbonemet.models import MODELS, build_model, input_convention
+from tfbonemet.models import MODELS, build_model, finetune, input_convention
 
 LOSSES = ("crossentropy", "focal")
 SAMPLINGS = ("natural", "balanced")
@@ -294,7 +294,6 @@ def train_recipe(config: FitConfig, recipe: Recipe, run_dir: Path, log, train_sp
     with execution.dtype_policy(config.precision), strategy.scope():
         model = recipe.build()
         if config.init_backbone:
-            from tfbonemet.models import finetune
             finetune.load_backbone_weights(model, config.init_backbone)
             log(f"Loaded pre-trained backbone weights from {config.init_backbone}")
         log(f"Training {config.model} ({model.count_params():,} parameters) on {len(y_train)} studies, "
@@ -318,7 +317,6 @@ def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, v
     if stage.first_epoch < start < stage.last_epoch:
         log(f"Resuming stage {stage.name} at epoch {start + 1} of {config.epochs}")
     if stage.name != "train":
-        from tfbonemet.models import finetune
         if stage.frozen_backbone:
             finetune.freeze_backbone(model)
         else:
