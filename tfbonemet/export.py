@@ -333,7 +333,8 @@ def render_model_card(card: dict) -> str:
                      f"height x width, {spec['dtype']} counts in [0, 65535]"
                      + (" (as acquired; mirrored inside the model)" if spec["mirrored_inside"] else ""))
     pre = card["preprocessing"]
-    lines += ["", f"Inside the SavedModel: posterior mirrored, resized with padding to {pre['image_height']}x"
+    mirrored = "posterior mirrored, " if pre["mirror_posterior"] else ""
+    lines += ["", f"Inside the SavedModel: {mirrored}resized with padding to {pre['image_height']}x"
               f"{pre['image_width']}, counts divided by the {pre['percentile']}th percentile and "
               f"`{pre['normalisation']}`-compressed to [0, 1]. TFLite files take that preprocessed tensor.",
               "", "## Outputs", "",
