@@ -28,7 +28,7 @@ TRAINING_OPTIONS = [
                  help="Studies in the synthetic set (default 320; split 70/15/15 by patient)."),
     click.option("--image-size", nargs=2, type=click.IntRange(min=32), default=None, metavar="H W",
                  help="Model input height and width per view (default 512 128)."),
-    click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 16)."),
+    click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 20)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Batch size per replica (default 16); the global batch is this times the replicas."),
     click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -38,8 +38,9 @@ TRAINING_OPTIONS = [
     click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
                  help="Stop after PATIENCE epochs without a better validation AUC (default 0: off)."),
     click.option("--augment/--no-augment", default=None,
-                 help="Training augmentation: rotation, shift, zoom, left-right flip of both views, intensity "
-                      "and counting-noise jitter (presets set their own; default off)."),
+                 help="--augment: the seeds' full set (rotation, shift, zoom, left-right flip of both views, "
+                      "intensity and counting-noise jitter); --no-augment: none. Default: left-right flip of both "
+                      "views and a 3% shift (presets set their own)."),
     click.option("--loss", type=click.Choice(LOSSES), default=None,
                  help="crossentropy (default) or focal (down-weights easy examples, for class imbalance)."),
     click.option("--sampling", type=click.Choice(SAMPLINGS), default=None,
@@ -83,7 +84,7 @@ def resolve_options(options: dict):
     config = config_lib.resolve(preset, options)
     if augment is False:
         config.augmentation = {}
-    elif augment and not config.augmentation:
+    elif augment:
         config.augmentation = STANDARD.as_dict()
     return config
 
