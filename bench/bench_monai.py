@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each side counts")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="tfbonemet's dtype policy (PyTorch stays float32)")
     parser.add_argument("--densenet-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     parser.add_argument("--two-view-size", type=int, nargs=2, default=(512, 128), metavar=("H", "W"))
     args = parser.parse_args()
@@ -85,7 +87,7 @@ def main() -> None:
     b = args.batch_size
     print(f"batch {b}, {args.steps} timed steps x {args.repeats} rounds, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), monai {monai.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"tfbonemet precision {args.precision}, load average {os.getloadavg()[0]:.1f}")
     labels = torch.randint(0, 2, (b,))
     cases = [
         ("DenseNet121", args.densenet_size,
@@ -101,7 +103,7 @@ def main() -> None:
         ours, theirs = float("inf"), float("inf")
         torch_model, inputs = torch_build(), torch_inputs()
         for _ in range(args.repeats):
-            ours = min(ours, time_train_steps("float32", False, keras_build, b, steps=args.steps))
+            ours = min(ours, time_train_steps(args.precision, False, keras_build, b, steps=args.steps))
             theirs = min(theirs, torch_seconds_per_step(torch_model, inputs, labels, args.steps))
         print(f"{name:13s} {size[0]}x{size[1]}: tfbonemet {b / ours:6.1f} img/s, {other} {b / theirs:6.1f} img/s, "
               f"ratio tfbonemet/{other} {theirs / ours:.2f}", flush=True)

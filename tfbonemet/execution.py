@@ -141,6 +141,7 @@ def time_train_steps(precision: str, jit: bool, build, batch_size: int, steps: i
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", jit_compile=jit)
     rng = np.random.default_rng(0)
     x = {t.name: rng.random((batch_size, *t.shape[1:]), np.float32) for t in model.inputs}
+    x = x if len(x) > 1 else next(iter(x.values()))
     y = rng.integers(0, model.outputs[0].shape[-1], batch_size)
     model.train_on_batch(x, y)  # build, trace (and XLA-compile)
     model.train_on_batch(x, y)
