@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 from click.testing import CliRunner
 
@@ -79,13 +80,13 @@ def test_crash_after_a_backup_resumes_without_repeating_or_losing_epochs(tmp_pat
     """In-process stand-in for the kill: the run dies right after epoch 2 is backed up and logged."""
     small = dict(CONFIG, image_height=128, image_width=32, num_studies=40, epochs=3, early_stopping=5,
                  output_dir=str(tmp_path), run_name="crashed")
-    backup = train.RandomStateBackup.on_epoch_end
+    backup = keras.callbacks.BackupAndRestore.on_epoch_end
 
     def crash_after_second_epoch(self, epoch, logs=None):
         backup(self, epoch, logs)
         if epoch == 1:
             raise Crash()
-    monkeypatch.setattr(train.RandomStateBackup, "on_epoch_end", crash_after_second_epoch)
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", crash_after_second_epoch)
     with pytest.raises(Crash):
         fit(resolve(overrides=small), log=lambda *_: None)
     monkeypatch.undo()

@@ -115,7 +115,9 @@ class RandomStateBackup(keras.callbacks.Callback):
     """Backs up the layers' random-generator states (dropout masks) beside BackupAndRestore's weights.
 
     BackupAndRestore restores weights and optimizer but not SeedGenerator states, so a resumed
-    run would draw other dropout masks than the uninterrupted run; this keeps them identical.
+    run would draw other dropout masks than the uninterrupted run. Listed before it, this writes
+    an epoch's states before that epoch's backup and keeps the previous epoch's as well, so a
+    kill between the two writes still finds the states matching the backup.
     """
 
     def __init__(self, backup_dir: Path):
@@ -125,17 +127,19 @@ class RandomStateBackup(keras.callbacks.Callback):
     def states(self):
         return [v for v in self.model.variables if v.name == "seed_generator_state"]
 
+    def saved(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
     def on_train_begin(self, logs=None):
-        epoch = backed_up_epoch(self.path.parent)
-        if epoch is None or not self.path.exists():
-            return
-        saved = json.loads(self.path.read_text())
-        if saved["epoch"] == epoch and len(saved["states"]) == len(self.states()):
-            for variable, value in zip(self.states(), saved["states"]):
+        states = self.saved().get(str(backed_up_epoch(self.path.parent)))
+        if states is not None and len(states) == len(self.states()):
+            for variable, value in zip(self.states(), states):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
-        write_json(self.path, {"epoch": epoch + 1, "states": [np.asarray(v).tolist() for v in self.states()]})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = {k: v for k, v in self.saved().items() if int(k) == epoch}
+        write_json(self.path, {**kept, str(epoch + 1): [np.asarray(v).tolist() for v in self.states()]})
 
 
 def save_atomic(model: keras.Model, path: Path) -> None:
@@ -338,8 +342,8 @@ def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, v
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         # kept until the run is finished, so a resume after this stage restores its end state
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
         RandomStateBackup(backup_dir),
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
     ]
     if config.early_stopping:
         callbacks.insert(2, ResumableEarlyStopping(config.early_stopping, history))
