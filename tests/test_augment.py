@@ -99,3 +99,10 @@ def test_one_projective_transform_per_batch():
 def test_bad_augmentation_settings_are_config_errors(values):
     with pytest.raises(ConfigError):
         AugmentConfig.from_dict(values)
+
+
+def test_flips_and_shifts_alone_copy_whole_pixels():
+    batch = asymmetric_batch(batch=16)
+    out = np.asarray(augment_batch(batch, SEED, AugmentConfig(translation=0.1, flip_left_right=True))["anterior"])
+    assert set(np.unique(out)) <= {0.0, 1.0}  # no interpolated values
+    np.testing.assert_array_equal(out.sum(axis=(1, 2, 3)), np.asarray(batch["anterior"]).sum(axis=(1, 2, 3)))

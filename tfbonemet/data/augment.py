@@ -50,6 +50,11 @@ class AugmentConfig:
         return bool(self.rotation or self.translation or self.scale or self.flip_left_right or self.flip_up_down)
 
     @property
+    def needs_interpolation(self) -> bool:
+        """Only rotation and zoom move pixels off the grid; flips and whole-pixel shifts do not."""
+        return bool(self.rotation or self.scale)
+
+    @property
     def active(self) -> bool:
         return self.geometric or bool(self.intensity or self.noise_counts)
 
@@ -74,6 +79,8 @@ def affine_transforms(batch_size, height, width, config: AugmentConfig, seed) ->
     shift = tf.random.stateless_uniform([batch_size, 2], seeds[4], -config.translation, config.translation)
     width_f, height_f = tf.cast(width, tf.float32), tf.cast(height, tf.float32)
     tx, ty = shift[:, 0] * width_f, shift[:, 1] * height_f
+    if not config.needs_interpolation:
+        tx, ty = tf.round(tx), tf.round(ty)  # whole-pixel shifts: the warp is an exact copy
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     # inverse linear part: flip * rotate(-angle) / scale
     a0, a1 = flip_x * cos, flip_x * sin
@@ -118,8 +125,10 @@ def augment_batch(features: dict, seed, config: AugmentConfig, normalisation: st
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
     if config.geometric:
         transforms = affine_transforms(shape[0], shape[1], shape[2], config, seeds[0])
+        # nearest-neighbour sampling is exact without rotation or zoom, and half the cost of bilinear
+        interpolation = "BILINEAR" if config.needs_interpolation else "NEAREST"
         x = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=shape[1:3],
-                                                  fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+                                                  fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT")
     if config.intensity or config.noise_counts:
         linear = to_linear(x, normalisation)
         if config.intensity:
