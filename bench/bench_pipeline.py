@@ -61,7 +61,10 @@ def main() -> None:
     print(f"{len(studies)} studies {args.size[0]}x{args.size[1]}, batch {args.batch_size}, {args.epochs} epochs, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     geometric = {"rotation": 5.0, "flip_left_right": True}  # the PIL loop's work
+    from tfbonemet.config import FitConfig
+
     for name, augment in (("tf.data, no augmentation", None),
+                          ("tf.data, fit's default (flip + 3% shift)", make_augment(FitConfig().augmentation, "sqrt")),
                           ("tf.data, fused rotation + flip", make_augment(geometric, "sqrt")),
                           ("tf.data, fused STANDARD (+zoom, shift, noise)", make_augment(STANDARD.as_dict(), "sqrt"))):
         ds = from_arrays(views, studies.labels, config, training=True, augment=augment, repeat=True)
