@@ -101,3 +101,30 @@ def test_unbuilt_or_unknown_tfds_sources_fail_with_the_reason(tmp_path):
         datasets.tfds_builder("tfds:no_such_set", str(tmp_path))
     with pytest.raises(ConfigError, match="not supported"):
         datasets.check_source("s3://bucket")
+
+
+def test_thorax_crop_feeds_only_the_thoracic_rows():
+    """crop=thorax (the thoracic workflow) resizes the thoracic band, not the whole body."""
+    import tensorflow as tf
+
+    from tfbonemet.data.phantom import BoneScanPhantom
+    from tfbonemet.data.pipeline import PipelineConfig, preprocess_views
+    from tfbonemet.data.preprocess import THORAX_ROWS, normalise_counts, resize_with_pad
+
+    study = BoneScanPhantom(shape=(256, 64), seed=2).study(0)
+    config = PipelineConfig(image_height=64, image_width=64, views="anterior", crop="thorax")
+    out = preprocess_views({"anterior": study.anterior}, config)["image"].numpy()
+    rows = slice(int(THORAX_ROWS[0] * 256), int(np.ceil(THORAX_ROWS[1] * 256)))
+    expected = normalise_counts(resize_with_pad(tf.constant(study.anterior[rows, :, None]), 64, 64)).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    whole = preprocess_views({"anterior": study.anterior}, PipelineConfig(64, 64, views="anterior"))["image"]
+    assert not np.allclose(out, whole.numpy(), atol=1e-3)
+
+
+def test_run_pipeline_follows_the_run_config():
+    from tfbonemet.config import resolve
+    from tfbonemet.data.pipeline import PipelineConfig
+
+    config = resolve("lin2021-thoracic")
+    pipeline = PipelineConfig.for_run(config, "anterior")
+    assert (pipeline.crop, pipeline.image_height, pipeline.image_width) == ("thorax", 256, 256)

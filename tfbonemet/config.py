@@ -26,6 +26,7 @@ class FitConfig:
     image_height: int = 512
     image_width: int = 128
     normalisation: str = "sqrt"
+    crop: str = "none"  # "thorax": keep the thoracic region of whole-body views (Lin et al. 2021)
     epochs: int = 20
     batch_size: int = 16
     learning_rate: float = 1e-3

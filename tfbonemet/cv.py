@@ -78,8 +78,7 @@ def test_figures(run_dir: Path, test: synthetic.StudyArrays) -> dict:
     config = train.resolved_config(run_dir)
     recipe = train.fit_recipe(config)
     model = keras.models.load_model(run_dir / recipe.model_file)
-    pipeline = PipelineConfig(image_height=config.image_height, image_width=config.image_width, views=recipe.views,
-                              normalisation=config.normalisation, batch_size=config.batch_size)
+    pipeline = PipelineConfig.for_run(config, recipe.views)
     split = datasets.from_studies(test)
     probabilities = model.predict(split.batches(pipeline, training=False, task=config.task), verbose=0)
     return {"fold_dir": run_dir.name, **metrics_lib.classification_metrics(split.task_labels(config.task),

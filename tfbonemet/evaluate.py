@@ -34,9 +34,7 @@ class LoadedRun:
         return tuple(TASKS[self.config.task])
 
     def pipeline(self, batch_size: int | None = None) -> PipelineConfig:
-        return PipelineConfig(image_height=self.config.image_height, image_width=self.config.image_width,
-                              views=self.views, normalisation=self.config.normalisation,
-                              batch_size=batch_size or self.config.batch_size)
+        return PipelineConfig.for_run(self.config, self.views, batch_size=batch_size or self.config.batch_size)
 
 
 def input_names(model) -> list[str]:

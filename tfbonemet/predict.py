@@ -42,12 +42,13 @@ class ModelInfo:
         p = self.pipeline
         return {"views": p.views, "inputs": list(input_names(p.views)), "image_height": p.image_height,
                 "image_width": p.image_width, "normalisation": p.normalisation, "percentile": p.percentile,
-                "mirror_posterior": p.views == "two_view", "classes": list(self.classes)}
+                "crop": p.crop, "mirror_posterior": p.views == "two_view", "classes": list(self.classes)}
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelInfo":
         return cls(PipelineConfig(image_height=d["image_height"], image_width=d["image_width"], views=d["views"],
-                                  normalisation=d["normalisation"], percentile=d["percentile"]),
+                                  normalisation=d["normalisation"], percentile=d["percentile"],
+                                  crop=d.get("crop", "none")),
                    tuple(d["classes"]))
 
 

@@ -28,7 +28,8 @@ from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.data.augment import make_augment
-from tfbonemet.data.pipeline import TASKS, PipelineConfig, class_weights, input_names
+from tfbonemet.data.pipeline import CROPS, TASKS, PipelineConfig, class_weights, input_names
+from tfbonemet.data.preprocess import NORMALISATIONS
 from tfbonemet.errors import ConfigError
 from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
@@ -37,7 +38,8 @@ LOSSES = ("crossentropy", "focal")
 SAMPLINGS = ("natural", "balanced")
 LR_SCHEDULES = ("constant", "cosine")
 CHOICES = {"task": tuple(TASKS), "precision": PRECISIONS, "jit": JIT_MODES, "strategy": STRATEGIES,
-           "loss": LOSSES, "sampling": SAMPLINGS, "lr_schedule": LR_SCHEDULES, "model": tuple(sorted(MODELS))}
+           "loss": LOSSES, "sampling": SAMPLINGS, "lr_schedule": LR_SCHEDULES, "model": tuple(sorted(MODELS)),
+           "normalisation": NORMALISATIONS, "crop": CROPS}
 FINISHED = ("model.keras", "metrics.json")
 
 
@@ -285,9 +287,8 @@ def train_recipe(config: FitConfig, recipe: Recipe, run_dir: Path, log, train_sp
         raise ConfigError(f"too few studies ({config.num_studies}) for a train/validation split")
     num_classes = len(recipe.class_names)
     y_train, y_val = train_split.task_labels(recipe.task), val_split.task_labels(recipe.task)
-    pipeline = PipelineConfig(image_height=config.image_height, image_width=config.image_width, views=recipe.views,
-                              normalisation=config.normalisation, batch_size=config.batch_size * replicas,
-                              deterministic=config.deterministic, balanced=config.sampling == "balanced")
+    pipeline = PipelineConfig.for_run(config, recipe.views, batch_size=config.batch_size * replicas,
+                                      deterministic=config.deterministic, balanced=config.sampling == "balanced")
     steps = math.ceil(len(y_train) / pipeline.batch_size)
     val_ds = val_split.batches(pipeline, training=False, task=recipe.task)
     augment = make_augment(config.augmentation, config.normalisation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from tfbonemet.data.augment import STANDARD
-from tfbonemet.data.pipeline import TASKS
+from tfbonemet.data.pipeline import CROPS, TASKS
 from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
 from tfbonemet.models import MODELS
 from tfbonemet.models.layers import AGGREGATIONS
@@ -28,6 +28,9 @@ TRAINING_OPTIONS = [
                  help="Studies in the synthetic set (default 320; split 70/15/15 by patient)."),
     click.option("--image-size", nargs=2, type=click.IntRange(min=32), default=None, metavar="H W",
                  help="Model input height and width per view (default 512 128)."),
+    click.option("--crop", type=click.Choice(CROPS), default=None,
+                 help="thorax: keep the thoracic region of each whole-body view before resizing (the thoracic "
+                      "SPECT workflow of Lin et al. 2021); default none."),
     click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 20)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Batch size per replica (default 16); the global batch is this times the replicas."),

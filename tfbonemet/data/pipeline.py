@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfbonemet.data.phantom import CLASS_NAMES
-from tfbonemet.data.preprocess import mirror_posterior, normalise_counts, resize_with_pad
+from tfbonemet.data.preprocess import mirror_posterior, normalise_counts, resize_with_pad, thoracic_crop
 
 TASKS = {
     "binary": ("no_metastasis", "metastasis"),
@@ -26,6 +26,7 @@ VIEW_SETS = {
     "posterior": ("posterior",),
     "image": ("image",),  # single-image datasets (chest X-ray)
 }
+CROPS = ("none", "thorax")  # thorax: the thoracic workflow (Lin et al. 2021) on whole-body views
 
 
 def task_labels(labels: np.ndarray, task: str) -> np.ndarray:
@@ -50,6 +51,14 @@ class PipelineConfig:
     deterministic: bool = True
     balanced: bool = False  # training batches sample every class equally often
     cache: str = ""  # tf.data cache: "" keeps preprocessed examples in memory, else a file prefix
+    crop: str = "none"  # key of CROPS, applied before resizing
+
+    @classmethod
+    def for_run(cls, config, views: str, **overrides) -> "PipelineConfig":
+        """The preprocessing a run (a FitConfig) trains with; training, evaluation and export share it."""
+        values = dict(image_height=config.image_height, image_width=config.image_width, views=views,
+                      normalisation=config.normalisation, batch_size=config.batch_size, crop=config.crop)
+        return cls(**{**values, **overrides})
 
 
 def input_names(views: str) -> tuple[str, ...]:
@@ -63,6 +72,8 @@ def preprocess_views(features: dict, config: PipelineConfig) -> dict:
         x = tf.cast(features[view], tf.float32)
         if x.shape.rank == 2:
             x = x[..., tf.newaxis]
+        if config.crop == "thorax":
+            x = thoracic_crop(x)
         if view == "posterior":
             x = mirror_posterior(x)
         x = resize_with_pad(x, config.image_height, config.image_width)
