@@ -88,6 +88,7 @@ def test_top_level_cli_is_a_thin_entry(module):
     assert exit_info.value.code == 0
 
 
-def test_option_a_model_does_not_take_is_one_line():
-    _assert_one_line_error(run(["fit", *TINY_ARGS, "--model", "dscint", "--aggregation", "attention"]),
-                           "dscint", "aggregation")
+def test_option_a_model_does_not_take_is_one_line(tmp_path):
+    result = run(["fit", *TINY_ARGS, "--model", "dscint", "--aggregation", "attention", "--output-dir", str(tmp_path)])
+    _assert_one_line_error(result, "dscint", "aggregation")
+    assert not list(tmp_path.iterdir()), "a refused run leaves no run directory"

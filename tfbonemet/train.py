@@ -33,6 +33,7 @@ from tfbonemet.data.preprocess import NORMALISATIONS
 from tfbonemet.errors import ConfigError
 from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
+from tfbonemet.models.registry import check_options
 
 LOSSES = ("crossentropy", "focal")
 SAMPLINGS = ("natural", "balanced")
@@ -60,6 +61,7 @@ def validate(config: FitConfig) -> None:
                           f"to leave epochs for fine-tuning the unfrozen backbone")
     if config.init_backbone and not Path(config.init_backbone).is_file():
         raise ConfigError(f"backbone weight file {config.init_backbone} does not exist")
+    check_options(config.model, config.model_options)
     datasets.check_source(config.data)
     make_augment(config.augmentation, config.normalisation)
 

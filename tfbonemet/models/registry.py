@@ -70,19 +70,23 @@ def _spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def check_options(name: str, options) -> None:
+    """Fail before any work is done when a model's builder does not take an option."""
+    accepted = inspect.signature(_spec(name).builder).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
+                          f"it takes {', '.join(accepted)}")
+
+
 def build_model(name: str, backbone_weights=None, freeze_backbone: bool = False, **config) -> keras.Model:
     """Build a registered model; `config` goes to its builder (image_size, num_classes, ...).
 
     `backbone_weights` (a local file) loads pre-trained backbone weights; `freeze_backbone`
     freezes the backbone for the first, head-only stage of fine-tuning (see finetune).
     """
-    builder = _spec(name).builder
-    accepted = inspect.signature(builder).parameters
-    unknown = sorted(set(config) - set(accepted))
-    if unknown:
-        raise ConfigError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
-                          f"it takes {', '.join(accepted)}")
-    model = builder(**config)
+    check_options(name, config)
+    model = _spec(name).builder(**config)
     if backbone_weights:
         finetune.load_backbone_weights(model, backbone_weights)
     if freeze_backbone:
