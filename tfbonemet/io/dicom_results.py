@@ -1,0 +1,234 @@
+"""Model results as DICOM that a PACS files with the scan: a Structured Report and CAM overlays.
+
+Both are written with highdicom. By default they join the source study: the patient and study
+modules are copied from the source images, so `dcentvfy` finds nothing to disagree about and a
+PACS shows them beside the scan. With `deidentify=True` they go into a new pseudonymous study
+instead: names, dates and accession numbers are left empty, the patient ID and every UID are
+salted hashes (the reader's salt, `$TFBONEMET_SALT`), so one source study always maps to the same
+pseudonymous study and nothing links back to the patient without the salt.
+
+The report follows TID 1500 (Imaging Measurement Report): one measurement group per class, with
+the class probability, whether the model calls the class present, the algorithm's name and
+version, the operating threshold (in the positive class's group) and references to the images.
+"""
+from __future__ import annotations
+
+import dataclasses
+from io import BytesIO
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tfbonemet.data.dicom import default_salt, study_key_for_uid
+from tfbonemet.data.splits import salted_patient_hash
+from tfbonemet.io.atomic import write_bytes
+from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS, POSTERIOR
+
+MANUFACTURER = "tfbonemet"
+SR_SERIES_NUMBER, OVERLAY_SERIES_NUMBER = 9100, 9101
+PRIVATE_SCHEME = "99TFBM"  # for class names no standard code describes
+CLASS_CODES = {
+    "normal": codes.SCT.Normal,
+    "metastasis": codes.SCT.BonyMetastasis,
+    "arthritis": Code("3723001", "SCT", "Arthritis"),
+    "thyroid_carcinoma": codes.SCT.MalignantEpithelialNeoplasmOfThyroid,
+}
+NO_UNITS = codes.UCUM.NoUnits
+# Which side of the patient lies at the image's left and right, and DICOM Patient Orientation
+# (row direction, column direction): anterior is seen from the front, posterior from behind.
+VIEW_SIDES = {ANTERIOR: ("R", "L"), POSTERIOR: ("L", "R")}
+VIEW_ORIENTATION = {ANTERIOR: ("L", "F"), POSTERIOR: ("R", "F")}
+VIEW_TEXT = {ANTERIOR: "ANT", POSTERIOR: "POST"}
+MIN_OVERLAY_WIDTH = 256  # narrower views are enlarged (whole pixels) so the burned-in text stays legible
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelResult:
+    """What the report records about one study's prediction."""
+
+    classes: tuple[str, ...]
+    probabilities: tuple[float, ...]
+    label: str
+    threshold: float
+    model_name: str
+    model_version: str
+
+
+def class_code(name: str) -> Code:
+    return CLASS_CODES.get(name) or Code(name.upper()[:16], PRIVATE_SCHEME, name.replace("_", " "))
+
+
+# ---- where results go: the source study, or a pseudonymous one ----------------------------------------
+
+_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                  "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+                  "IssuerOfPatientID", "PatientAge", "PatientSize", "PatientWeight")
+
+
+def pseudonymise(source: Dataset, salt: str | None = None) -> Dataset:
+    """A header-only stand-in for a source image in a pseudonymous study: the fields results need
+    (SOP class, image size, modality) with every identifier replaced by a salted hash or left empty."""
+    salt = salt or default_salt()
+
+    def uid(kind: str, value) -> str:
+        return generate_uid(entropy_srcs=[salt, kind, str(value)])
+
+    out = Dataset()
+    for keyword in ("SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImageType"):
+        if keyword in source:
+            out[keyword] = source[keyword]
+    out.SOPInstanceUID = uid("instance", source.SOPInstanceUID)
+    out.SeriesInstanceUID = uid("series", source.SeriesInstanceUID)
+    out.StudyInstanceUID = uid("study", source.StudyInstanceUID)
+    patient = salted_patient_hash(str(source.get("PatientID", "")) or str(source.StudyInstanceUID), salt)
+    out.PatientID = f"TFBM-{patient[:16]}"
+    out.PatientName = f"PSEUDONYM^{patient[:8]}"
+    out.StudyID = study_key_for_uid(str(source.StudyInstanceUID), salt)[:16]
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
+                    "ReferringPhysicianName"):
+        setattr(out, keyword, "")
+    out.PatientIdentityRemoved = "YES"
+    out.DeidentificationMethod = "tfbonemet: salted-hash pseudonyms, no names or dates"
+    return out
+
+
+def _targets(sources: list[Dataset], deidentify: bool, salt: str | None) -> list[Dataset]:
+    if not sources:
+        raise ValueError("results need at least one source image")
+    return [pseudonymise(s, salt) for s in sources] if deidentify else sources
+
+
+def _copy_study(result: Dataset, reference: Dataset) -> None:
+    """Patient and study attributes the highdicom constructors do not copy (description, age, ...)."""
+    for keyword in _PATIENT_STUDY:
+        if keyword in reference and keyword not in result:
+            result[keyword] = reference[keyword]
+    for keyword in ("PatientIdentityRemoved", "DeidentificationMethod"):
+        if keyword in reference:
+            result[keyword] = reference[keyword]
+
+
+# ---- Structured Report ----------------------------------------------------------------------------------
+
+def structured_report(sources: list[Dataset], result: ModelResult, deidentify: bool = False,
+                      salt: str | None = None, instance_number: int = 1) -> hd.sr.ComprehensiveSR:
+    """A TID 1500 report of one study's result, referencing `sources` (the images the model read)."""
+    evidence = _targets(sources, deidentify, salt)
+    algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version,
+                                              parameters=[f"operating threshold {result.threshold:g}"])
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[MANUFACTURER, result.model_name, result.model_version]),
+            name=result.model_name[:64], manufacturer_name=MANUFACTURER, model_name=result.model_name[:64]))
+    images = [hd.sr.SourceImageForMeasurementGroup(s.SOPClassUID, s.SOPInstanceUID) for s in evidence]
+    groups = []
+    for name, probability in zip(result.classes, result.probabilities):
+        measurements = [hd.sr.Measurement(name=codes.DCM.Probability, value=float(probability), unit=NO_UNITS,
+                                          algorithm_id=algorithm)]
+        if name == POSITIVE_CLASS:
+            measurements.append(hd.sr.Measurement(name=codes.DCM.ThresholdValue, value=float(result.threshold),
+                                                  unit=NO_UNITS, algorithm_id=algorithm))
+        called = codes.SCT.Present if name == result.label else codes.SCT.Absent
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"P({name})"),
+            finding_type=class_code(name), algorithm_id=algorithm, measurements=measurements,
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(class_code(name), called)],
+            source_images=images))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.SCT.NuclearMedicineProcedure, imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport, referenced_images=evidence)
+    sr = hd.sr.ComprehensiveSR(
+        evidence=evidence, content=report[0], series_instance_uid=generate_uid(), series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(), instance_number=instance_number, manufacturer=MANUFACTURER,
+        is_complete=True, is_final=False, is_verified=False)
+    sr.SeriesDescription = f"{MANUFACTURER} {result.model_name}: {result.label}"[:64]
+    _copy_study(sr, evidence[0])
+    return sr
+
+
+# ---- CAM overlays as Secondary Captures ------------------------------------------------------------------
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def label_view(rgb: np.ndarray, view: str, caption: str = "") -> np.ndarray:
+    """Burn in the view name and the patient's R/L sides (a banner above the image) and a caption
+    (a banner below), enlarging narrow images by a whole factor so the text can be read."""
+    from PIL import Image, ImageDraw
+
+    factor = max(1, -(-MIN_OVERLAY_WIDTH // rgb.shape[1]))
+    rgb = np.repeat(np.repeat(np.asarray(rgb, np.uint8), factor, axis=0), factor, axis=1)
+    height, width = rgb.shape[:2]
+    band = max(16, width // 12)
+    canvas = Image.new("RGB", (width, height + 2 * band), "black")
+    canvas.paste(Image.fromarray(rgb), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(int(band * 0.75))
+    left, right = VIEW_SIDES.get(view, ("", ""))
+    draw.text((band // 4, band // 2), left, fill="yellow", font=font, anchor="lm")
+    draw.text((width - band // 4, band // 2), right, fill="yellow", font=font, anchor="rm")
+    draw.text((width // 2, band // 2), VIEW_TEXT.get(view, view.upper()), fill="white", font=font, anchor="mm")
+    if caption:
+        small = _font(max(10, int(band * 0.55)))
+        draw.text((width // 2, height + band + band // 2), caption, fill="white", font=small, anchor="mm")
+    return np.asarray(canvas)
+
+
+def overlay_captures(source: Dataset, overlays: dict[str, np.ndarray], caption: str = "",
+                     deidentify: bool = False, salt: str | None = None,
+                     frames: dict[str, int] | None = None) -> list[hd.sc.SCImage]:
+    """One RGB Secondary Capture per view (anterior, posterior) in one new series.
+
+    `overlays` maps a view to its CAM overlay (uint8 RGB in the view's own pixel grid); the
+    captures get the view name, R/L markers and `caption` burned in, Patient Orientation for the
+    view, and a Source Image reference to `source` (and its frame, from `frames`, if multi-frame).
+    """
+    [target] = _targets([source], deidentify, salt)
+    series = generate_uid()
+    out = []
+    for number, (view, rgb) in enumerate(overlays.items(), start=1):
+        pixels = label_view(rgb, view, caption)
+        factor = pixels.shape[1] // np.asarray(rgb).shape[1]
+        spacing = target.get("PixelSpacing")
+        capture = hd.sc.SCImage.from_ref_dataset(
+            target, pixels, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+            series_instance_uid=series, series_number=OVERLAY_SERIES_NUMBER, sop_instance_uid=generate_uid(),
+            instance_number=number, manufacturer=MANUFACTURER,
+            patient_orientation=VIEW_ORIENTATION.get(view, ("", "")),
+            pixel_spacing=tuple(float(s) / factor for s in spacing) if spacing else None,
+            transfer_syntax_uid=ExplicitVRLittleEndian)
+        capture.ImageType = ["DERIVED", "SECONDARY"]
+        capture.BodyPartExamined = source.get("BodyPartExamined", "WHOLEBODY")  # not a paired part: no Laterality
+        capture.BurnedInAnnotation = "NO"  # view and side labels only: nothing that identifies the patient
+        capture.SeriesDescription = f"{MANUFACTURER} overlays: {caption}"[:64] if caption else f"{MANUFACTURER} overlays"
+        capture.DerivationDescription = f"Class activation map over the {view} view, burned-in labels"
+        capture.ImageComments = "Model explanation heat map; not for diagnosis on its own."
+        reference = Dataset()
+        reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = target.SOPClassUID, target.SOPInstanceUID
+        if frames and view in frames and int(target.get("NumberOfFrames", 1) or 1) > 1:
+            reference.ReferencedFrameNumber = frames[view]
+        capture.SourceImageSequence = [reference]
+        _copy_study(capture, target)
+        out.append(capture)
+    return out
+
+
+def to_bytes(dataset: Dataset) -> bytes:
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def save(dataset: Dataset, path) -> Path:
+    """Write a result atomically (0644): a reader never sees half a file."""
+    return write_bytes(path, to_bytes(dataset))
