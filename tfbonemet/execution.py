@@ -1,18 +1,20 @@
 """How a run executes: dtype policy, XLA compilation and tf.distribute strategy.
 
-Which precision and compilation pay off depends on the model and the device (measured on a
-2-core AVX512_BF16 CPU: mixed_bfloat16 made DenseNet121 2.35x faster but a small CNN 0.73x;
-XLA 1.38x and 0.3x), so `auto` does not guess on CPUs: it times a few training steps of each
-candidate once and caches the winner per model, input size and machine.
+Which precision and compilation pay off depends on the model, the input size and the CPU
+(bfloat16 is native only with AVX512_BF16/AMX; XLA helps some graphs and hurts others), so
+`auto` does not guess on CPUs: it times real `fit` steps of each candidate at the run's input
+size and batch, in alternating rounds, and keeps float32 without XLA unless another candidate
+is clearly faster. The timings are cached per model, options, input size, batch, CPU and
+TensorFlow version.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
-import platform
-import tempfile
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,11 +25,19 @@ import tensorflow as tf
 
 from tfbonemet.data.synthetic import cache_root
 from tfbonemet.errors import ConfigError
+from tfbonemet.io import atomic
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JIT_MODES = ("on", "off", "auto")
 STRATEGIES = ("default", "mirrored", "multi-worker")
-PROBE_STEPS = 3
+PROBE_VERSION = 2  # bump when the timing method changes: older cached timings are then ignored
+PROBE_ROUNDS = 3  # timed windows per candidate, taken in turn so load from other processes hits all alike
+PROBE_WINDOW_S = 1.0  # aim of one timed window; at least MIN_WINDOW_STEPS steps
+MIN_WINDOW_STEPS, MAX_WINDOW_STEPS = 2, 64
+MIN_GAIN = 1.10  # leave float32 without XLA only for a >= 10 % gain on both the best and the median round
+
+Candidate = tuple[str, bool]  # (precision, XLA on)
+Stepper = Callable[[], float]  # one timed window -> seconds per step
 
 
 @contextlib.contextmanager
@@ -69,17 +79,29 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def cpu_description() -> dict:
+    """What makes timings of one machine valid for another: CPU model, bfloat16 support, usable cores."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 os.uname().machine)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "bf16": "avx512_bf16" in info or "amx_bf16" in info, "cores": cores}
+
+
 def cpu_has_bf16() -> bool:
     """bfloat16 matmuls are native only with AVX512_BF16 or AMX; elsewhere they are emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return cpu_description()["bf16"]
 
 
-def candidates(precision: str, jit: str) -> list[tuple[str, bool]]:
-    """(precision, jit) pairs worth timing on a CPU for the requested settings."""
+def label(candidate: Candidate) -> str:
+    return f"{candidate[0]}+{'xla' if candidate[1] else 'noxla'}"
+
+
+def candidates(precision: str, jit: str) -> list[Candidate]:
+    """(precision, jit) pairs worth timing on a CPU for the requested settings; the baseline comes first."""
     precisions = [precision] if precision != "auto" else ["float32"] + (["mixed_bfloat16"] if cpu_has_bf16() else [])
     if jit == "auto":
         # XLA is only probed alongside precision: with a fixed precision Keras' own CPU rule (off) holds.
@@ -90,8 +112,12 @@ def candidates(precision: str, jit: str) -> list[tuple[str, bool]]:
 
 
 def choose(precision: str, jit: str, build: Callable[[], keras.Model], probe_key: dict, batch_size: int,
-           log=print) -> tuple[str, bool]:
-    """Resolve `auto` precision/jit: GPUs get mixed_float16 with XLA; CPUs the fastest probed candidate."""
+           log=print, make_stepper: Callable[[Candidate], Stepper] | None = None) -> tuple[str, bool]:
+    """Resolve `auto` precision/jit: GPUs get mixed_float16 with XLA; CPUs the clearly fastest probed candidate.
+
+    `make_stepper(candidate)` returns a warmed-up stepper (one call: seconds per step over one timed
+    window); by default a `FitStepper` on `build`'s model.
+    """
     if has_gpu():
         chosen = ("mixed_float16" if precision == "auto" else precision, jit != "off")
         if "auto" in (precision, jit):
@@ -102,50 +128,100 @@ def choose(precision: str, jit: str, build: Callable[[], keras.Model], probe_key
         if "auto" in (precision, jit):
             log(f"Execution: precision {options[0][0]}, XLA off (XLA on CPUs is only chosen by a --precision auto probe)")
         return options[0]
-    timings = probe(options, build, probe_key, batch_size, log)
-    best = min(timings, key=timings.get)
-    summary = ", ".join(f"{k} {v * 1000:.0f} ms/step" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
-    log(f"Execution: chose {best} by timed probe ({summary})")
+    make_stepper = make_stepper or (lambda candidate: FitStepper(candidate, build, batch_size))
+    timings = probe(options, make_stepper, probe_key, batch_size, log)
+    best, reason = decide(timings, label(options[0]))
+    log(f"Execution: chose {best} by timed probe: {reason}"
+        + ("" if cpu_has_bf16() else "; bfloat16 not probed: this CPU has no AVX512_BF16/AMX"))
     p, j = best.split("+")
     return p, j == "xla"
 
 
-def probe(options, build, probe_key: dict, batch_size: int, log) -> dict[str, float]:
-    """Seconds per training step of each option on random inputs; cached under the cache dir."""
-    key_blob = json.dumps({**probe_key, "batch_size": batch_size, "tf": tf.__version__,
-                           "keras": keras.__version__, "cpu": platform.processor() or platform.machine(),
-                           "cores": os.cpu_count()}, sort_keys=True, default=str)
-    key = hashlib.sha256(key_blob.encode()).hexdigest()[:16]
-    path = cache_root() / "execution-probe" / f"{key}.json"
-    cached = json.loads(path.read_text()) if path.exists() else {}
-    names = {f"{p}+{'xla' if j else 'noxla'}": (p, j) for p, j in options}
-    if all(name in cached for name in names):
+def decide(timings: dict[str, list[float]], baseline: str, min_gain: float = MIN_GAIN) -> tuple[str, str]:
+    """The candidate to use and a one-line reason with every candidate's ms/step.
+
+    Another candidate replaces the baseline only when it is at least `min_gain` times faster on its
+    best round and on its median round: load from other processes only ever slows a round, so the
+    best round is the cleanest figure, and the median guards against one lucky round.
+    """
+    best = {name: min(times) for name, times in timings.items()}
+    median = {name: statistics.median(times) for name, times in timings.items()}
+    clear = [name for name in timings if name != baseline and best[baseline] / best[name] >= min_gain
+             and median[baseline] / median[name] >= min_gain]
+    chosen = min(clear, key=best.get) if clear else baseline
+    rounds = max(len(times) for times in timings.values())
+    summary = ", ".join(f"{name} {best[name] * 1000:.1f} ms/step (median {median[name] * 1000:.1f})"
+                        for name in sorted(timings, key=best.get))
+    why = (f"{best[baseline] / best[chosen]:.2f}x faster than {baseline}" if chosen != baseline
+           else f"no candidate >= {min_gain:.2f}x faster than {baseline} on best and median")
+    return chosen, f"{why}; best of {rounds} rounds: {summary}"
+
+
+def probe_path(probe_key: dict, batch_size: int, options: list[Candidate]) -> Path:
+    """Cache file of one probe: model, options, input size, batch, candidates, CPU and library versions."""
+    blob = json.dumps({**probe_key, "batch_size": batch_size, "candidates": [label(c) for c in options],
+                       "tf": tf.__version__, "keras": keras.__version__, "probe": PROBE_VERSION,
+                       **cpu_description()}, sort_keys=True, default=str)
+    return cache_root() / "execution-probe" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+
+
+def probe(options: list[Candidate], make_stepper, probe_key: dict, batch_size: int, log,
+          rounds: int = PROBE_ROUNDS) -> dict[str, list[float]]:
+    """Seconds per step of each candidate in each round (cached): windows taken in turn, order rotated."""
+    path = probe_path(probe_key, batch_size, options)
+    if path.exists():
         log(f"Execution: using probe timings cached at {path}")
-        return {name: cached[name] for name in names}
-    log(f"Execution: timing {len(names)} candidate settings ({PROBE_STEPS} steps each; cached afterwards) ...")
-    for name, (precision, jit) in names.items():
-        if name not in cached:
-            cached[name] = time_train_steps(precision, jit, build, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(cached, fh, indent=2)
-    os.replace(tmp, path)
-    return {name: cached[name] for name in names}
+        return json.loads(path.read_text())
+    log(f"Execution: timing {len(options)} candidate settings on real training steps "
+        f"({rounds} alternating rounds; cached afterwards) ...")
+    steppers = {label(c): make_stepper(c) for c in options}
+    timings: dict[str, list[float]] = {name: [] for name in steppers}
+    names = list(steppers)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            timings[name].append(steppers[name]())
+    atomic.write_json(atomic.make_dir(path.parent) / path.name, timings)
+    return timings
 
 
-def time_train_steps(precision: str, jit: bool, build, batch_size: int, steps: int = PROBE_STEPS) -> float:
-    """Seconds per training step on random inputs, after two untimed steps (tracing, XLA compilation)."""
-    with dtype_policy(precision):
-        model = build()
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", jit_compile=jit)
-    rng = np.random.default_rng(0)
-    x = {t.name: rng.random((batch_size, *t.shape[1:]), np.float32) for t in model.inputs}
+def random_batch(model: keras.Model, batch_size: int, seed: int = 0):
+    """Inputs in [0, 1] for every model input, and integer labels."""
+    rng = np.random.default_rng(seed)
+    x = {t.name.split(":")[0]: rng.random((batch_size, *t.shape[1:]), np.float32) for t in model.inputs}
     x = x if len(x) > 1 else next(iter(x.values()))
-    y = rng.integers(0, model.outputs[0].shape[-1], batch_size)
-    model.train_on_batch(x, y)  # build, trace (and XLA-compile)
-    model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return (time.perf_counter() - start) / steps
+    return x, rng.integers(0, model.outputs[0].shape[-1], batch_size)
+
+
+class _StepClock(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+class FitStepper:
+    """One candidate's model, compiled like `fit` compiles it and trained with `model.fit` on one
+    in-memory batch, so the timed steps are the compiled train steps of a real run.
+
+    Built and warmed up on construction (tracing, XLA compilation, one steady step), which also
+    sizes the window: about PROBE_WINDOW_S seconds of steps.
+    """
+
+    def __init__(self, candidate: Candidate, build: Callable[[], keras.Model], batch_size: int):
+        precision, jit = candidate
+        with dtype_policy(precision):
+            self.model = build()
+            self.model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy",
+                               metrics=["accuracy"], jit_compile=jit)
+        self.data = tf.data.Dataset.from_tensors(random_batch(self.model, batch_size)).repeat()
+        warm = self.seconds_per_step(2)
+        self.window_steps = min(MAX_WINDOW_STEPS, max(MIN_WINDOW_STEPS, math.ceil(PROBE_WINDOW_S / warm)))
+
+    def seconds_per_step(self, steps: int) -> float:
+        """Mean time between the ends of consecutive steps: the first step's start-up is not counted."""
+        clock = _StepClock()
+        clock.ends = []
+        self.model.fit(self.data, steps_per_epoch=steps + 1, epochs=1, verbose=0, shuffle=False,
+                       callbacks=[clock])
+        return (clock.ends[-1] - clock.ends[0]) / steps
+
+    def __call__(self) -> float:
+        return self.seconds_per_step(self.window_steps)
