@@ -41,7 +41,7 @@ def candidates(version: Path, run_dir: Path, threads: int, x: dict, raw: dict):
     """
     import tensorflow as tf
 
-    from tfbonemet.predict import KerasRunner, TFLiteRunner
+    from tfbonemet.tasks.predict import KerasRunner, TFLiteRunner
 
     def first(inputs, n, convert=lambda v: v):
         return {k: convert(v[:n]) for k, v in inputs.items()}
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     from tfbonemet.data.datasets import load_split
     from tfbonemet.data.pipeline import input_names, preprocess_views
     from tfbonemet.evaluate import load_run
-    from tfbonemet.export import export
+    from tfbonemet.tasks.export import export
 
     version = args.export_dir or export(args.run_dir, tempfile.mkdtemp(prefix="bench-export-"), log=print)
     parity = json.loads((version / "parity.json").read_text())["artefacts"]

@@ -50,7 +50,7 @@ def main() -> None:
     import numpy as np
 
     from tfbonemet.data import synthetic
-    from tfbonemet.data.augment import STANDARD, make_augment
+    from tfbonemet.preprocessing.augment import STANDARD, make_augment
     from tfbonemet.data.pipeline import PipelineConfig, from_arrays
 
     studies = synthetic.load_or_render(synthetic.SyntheticSpec(num_studies=args.num_studies, height=args.size[0],

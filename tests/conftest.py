@@ -28,7 +28,7 @@ def isolated_cache(tmp_path_factory):
 def tiny_run_dir(tmp_path_factory):
     """A real run directory from `fit` on a tiny phantom set (a few seconds)."""
     from tfbonemet.config import resolve
-    from tfbonemet.train import fit
+    from tfbonemet.tasks.train.trainer import fit
 
     out = tmp_path_factory.mktemp("runs")
     return fit(resolve(overrides={**TINY, "output_dir": str(out), "run_name": "tiny"}), log=lambda *_: None)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfbonemet.data.augment import STANDARD, AugmentConfig, augment_batch, make_augment
+from tfbonemet.preprocessing.augment import STANDARD, AugmentConfig, augment_batch, make_augment
 from tfbonemet.errors import ConfigError
 
 SEED = tf.constant([7, 3], tf.int64)

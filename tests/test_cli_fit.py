@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from tfbonemet.cli import cli
 from tfbonemet.commands.fit import resolve_options
-from tfbonemet.data.augment import STANDARD
+from tfbonemet.preprocessing.augment import STANDARD
 
 OPTIONS = dict.fromkeys(["preset", "model", "task", "data", "data_dir", "manual_dir", "num_studies", "image_size",
                          "epochs", "batch_size", "learning_rate", "lr_schedule", "early_stopping", "augment", "loss",

@@ -14,7 +14,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tfbonemet.config import resolve
-from tfbonemet.train import fit
+from tfbonemet.tasks.train.trainer import fit
 fit(resolve(overrides=json.loads(sys.argv[1])), log=print)
 """
 

@@ -4,7 +4,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from tfbonemet import explain
+from tfbonemet.tasks import explain
 from tfbonemet.cli import cli
 from tfbonemet.evaluate import load_run
 
@@ -136,7 +136,7 @@ def test_trained_model_points_at_lesions_well_above_chance(tmp_path):
     import json
 
     from tfbonemet.config import resolve
-    from tfbonemet.train import fit
+    from tfbonemet.tasks.train.trainer import fit
 
     run_dir = fit(resolve(overrides=dict(image_height=256, image_width=64, num_studies=800, epochs=30,
                                          learning_rate=1e-3, lr_schedule="cosine", model_options={"pooling": "max"},

@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tfbonemet import export as export_lib
+from tfbonemet.tasks import export as export_lib
 from tfbonemet.cli import cli
 from tfbonemet.data.datasets import load_split
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
 from tfbonemet.errors import ModelError
 from tfbonemet.evaluate import load_run
-from tfbonemet.predict import discover, iter_predictions, load_runner
+from tfbonemet.tasks.predict import discover, iter_predictions, load_runner
 
 from conftest import TINY
 
@@ -37,7 +37,7 @@ def two_view(tiny_run_dir, tmp_path_factory):
 def single_view_run(tmp_path_factory):
     """A tiny single-view run of the registered `dscint`, trained through `fit` like any run."""
     from tfbonemet.config import resolve
-    from tfbonemet.train import fit
+    from tfbonemet.tasks.train.trainer import fit
 
     out = tmp_path_factory.mktemp("runs-single")
     options = {"filters": [8, 8, 16, 16, 16, 16], "hidden_units": 16}

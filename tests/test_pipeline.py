@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from tfbonemet.data import datasets
-from tfbonemet.data.augment import STANDARD, make_augment
-from tfbonemet.data.pipeline import PipelineConfig, from_arrays
+from tfbonemet.data.pipeline import BatchConfig
 from tfbonemet.errors import ConfigError, DataError
+from tfbonemet.preprocessing import ScanPreprocessor
+from tfbonemet.preprocessing.augment import STANDARD, make_augment
 
 DUMMY = Path(__file__).resolve().parents[1] / "tfds_builders" / "bone_scintigraphy" / "dummy_data" / "manifest"
 
@@ -22,29 +23,44 @@ def counts(n=24, height=96, width=32, seed=0):
     return views, (np.arange(n) % 4 == 0).astype(np.int64)  # 1 in 4 positive
 
 
+def from_arrays(views, labels, preprocessor, config, training, **options):
+    """A Split over in-memory count arrays, batched through `preprocessor`."""
+    import tensorflow as tf
+
+    def records(names):
+        return tf.data.Dataset.from_tensor_slices(({v: views[v][..., None] for v in names}, labels))
+    n = len(labels)
+    split = datasets.Split(labels, ("no_metastasis", "metastasis"), records, np.arange(n).astype(str),
+                           np.arange(n).astype(str), np.tile(views["anterior"].shape[1:], (n, 1)))
+    return split.batches(preprocessor, config, training, task="binary", **options)
+
+
+TWO_VIEW = ScanPreprocessor("two_view", (64, 32))
+
+
 def as_numpy(ds, batches):
     return [(x, y) for x, y in ds.take(batches).as_numpy_iterator()]
 
 
 def test_evaluation_batches_are_named_resized_normalised_and_mirrored():
     views, labels = counts(height=128, width=64)  # resized to half, no padding
-    config = PipelineConfig(image_height=64, image_width=32, batch_size=8)
-    x, y = next(iter(from_arrays(views, labels, config, training=False)))
+    config = BatchConfig(batch_size=8)
+    x, y = next(iter(from_arrays(views, labels, TWO_VIEW, config, training=False)))
     assert set(x) == {"anterior", "posterior"} and x["anterior"].shape == (8, 64, 32, 1)
     assert float(np.min(x["anterior"])) >= 0 and float(np.max(x["anterior"])) <= 1
     posterior = np.asarray(x["posterior"])
     assert posterior[:, :, -2:].mean() > posterior[:, :, :2].mean()  # mirrored: the strip is on the right now
     np.testing.assert_array_equal(y, labels[:8])
-    single = PipelineConfig(image_height=64, image_width=32, batch_size=8, views="anterior")
-    assert set(next(iter(from_arrays(views, labels, single, training=False)))[0]) == {"image"}
+    single = ScanPreprocessor("anterior", (64, 32))
+    assert set(next(iter(from_arrays(views, labels, single, config, training=False)))[0]) == {"image"}
 
 
 def test_training_stream_resumes_with_the_batches_an_uninterrupted_stream_gives():
     views, labels = counts()
-    config = PipelineConfig(image_height=64, image_width=32, batch_size=8)
+    config = BatchConfig(batch_size=8)
     augment = make_augment(STANDARD.as_dict(), "sqrt")
-    full = as_numpy(from_arrays(views, labels, config, True, augment=augment, seed=3, repeat=True), 7)
-    resumed = as_numpy(from_arrays(views, labels, config, True, augment=augment, seed=3, repeat=True,
+    full = as_numpy(from_arrays(views, labels, TWO_VIEW, config, True, augment=augment, seed=3, repeat=True), 7)
+    resumed = as_numpy(from_arrays(views, labels, TWO_VIEW, config, True, augment=augment, seed=3, repeat=True,
                                    skip_batches=4), 3)
     for (xa, ya), (xb, yb) in zip(full[4:], resumed):
         np.testing.assert_array_equal(ya, yb)
@@ -56,11 +72,12 @@ def test_training_stream_resumes_with_the_batches_an_uninterrupted_stream_gives(
 
 def test_balanced_sampling_draws_classes_equally_often():
     views, labels = counts(n=40)
-    config = PipelineConfig(image_height=32, image_width=16, batch_size=20, balanced=True)
-    ds = from_arrays(views, labels, config, training=True, repeat=True)
+    config = BatchConfig(batch_size=20, balanced=True)
+    small = ScanPreprocessor("two_view", (32, 16))
+    ds = from_arrays(views, labels, small, config, training=True, repeat=True)
     drawn = np.concatenate([y for _, y in as_numpy(ds, 20)])
     assert labels.mean() == 0.25 and drawn.mean() == pytest.approx(0.5, abs=0.06)
-    finite = from_arrays(views, labels, config, training=True)
+    finite = from_arrays(views, labels, small, config, training=True)
     assert sum(len(y) for _, y in finite.as_numpy_iterator()) == len(labels)
 
 
@@ -77,21 +94,23 @@ def bone_tfds(tmp_path_factory):
 def test_tfds_source_streams_batches_with_task_labels(bone_tfds):
     split = datasets.open_split(bone_tfds, "train")
     assert split.class_names == ("no_metastasis", "metastasis") and len(split) > 0
-    config = PipelineConfig(image_height=128, image_width=32, batch_size=4)
-    labels = np.concatenate([y for x, y in split.batches(config, training=False, task="binary").as_numpy_iterator()])
+    config, preprocessor = BatchConfig(batch_size=4), ScanPreprocessor("two_view", (128, 32))
+    labels = np.concatenate([y for x, y in split.batches(preprocessor, config, training=False, task="binary")
+                             .as_numpy_iterator()])
     np.testing.assert_array_equal(labels, split.task_labels("binary"))
-    x, _ = next(iter(split.batches(config, training=True, task="binary", augment=make_augment(STANDARD.as_dict(),
-                                                                                               "sqrt"))))
+    x, _ = next(iter(split.batches(preprocessor, config, training=True, task="binary",
+                                   augment=make_augment(STANDARD.as_dict(), "sqrt"))))
     assert x["posterior"].shape[1:] == (128, 32, 1)
     with pytest.raises(ConfigError, match="do not fit task"):
         split.task_labels("multiclass")
 
 
-def test_tfds_split_materialises_for_evaluation(bone_tfds):
-    studies = datasets.load_split(bone_tfds, "train", log=lambda *_: None)
-    assert studies.anterior.shape[1:] == (128, 32) and studies.anterior.dtype == np.uint16
-    assert len(studies) == len(datasets.open_split(bone_tfds, "train"))
-    assert all(len(h) == 16 for h in studies.patient_hash)  # pseudonyms only
+def test_tfds_split_indexes_keys_patients_and_sizes_without_decoding(bone_tfds):
+    split = datasets.open_split(bone_tfds, "train")
+    assert len(split.keys) == len(split.patients) == len(split) and len(set(split.keys)) == len(split)
+    assert all(len(h) == 16 for h in split.patients)  # pseudonyms only
+    first = next(split.raw_studies(("anterior",)))[1]["anterior"]
+    assert tuple(split.shapes[0]) == first.shape  # the PNG header's size is the decoded size
 
 
 def test_unbuilt_or_unknown_tfds_sources_fail_with_the_reason(tmp_path):
@@ -105,26 +124,14 @@ def test_unbuilt_or_unknown_tfds_sources_fail_with_the_reason(tmp_path):
 
 def test_thorax_crop_feeds_only_the_thoracic_rows():
     """crop=thorax (the thoracic workflow) resizes the thoracic band, not the whole body."""
-    import tensorflow as tf
-
     from tfbonemet.data.phantom import BoneScanPhantom
-    from tfbonemet.data.pipeline import PipelineConfig, preprocess_views
-    from tfbonemet.data.preprocess import THORAX_ROWS, normalise_counts, resize_with_pad
+    from tfbonemet.preprocessing.scan_preprocessor import CROPS
 
     study = BoneScanPhantom(shape=(256, 64), seed=2).study(0)
-    config = PipelineConfig(image_height=64, image_width=64, views="anterior", crop="thorax")
-    out = preprocess_views({"anterior": study.anterior}, config)["image"].numpy()
-    rows = slice(int(THORAX_ROWS[0] * 256), int(np.ceil(THORAX_ROWS[1] * 256)))
-    expected = normalise_counts(resize_with_pad(tf.constant(study.anterior[rows, :, None]), 64, 64)).numpy()
-    np.testing.assert_allclose(out, expected, atol=1e-6)
-    whole = preprocess_views({"anterior": study.anterior}, PipelineConfig(64, 64, views="anterior"))["image"]
-    assert not np.allclose(out, whole.numpy(), atol=1e-3)
-
-
-def test_run_pipeline_follows_the_run_config():
-    from tfbonemet.config import resolve
-    from tfbonemet.data.pipeline import PipelineConfig
-
-    config = resolve("lin2021-thoracic")
-    pipeline = PipelineConfig.for_run(config, "anterior")
-    assert (pipeline.crop, pipeline.image_height, pipeline.image_width) == ("thorax", 256, 256)
+    cropped = ScanPreprocessor("anterior", (64, 64), crop="thorax").numpy({"anterior": study.anterior})["image"]
+    y0, _, y1, _ = CROPS["thorax"]
+    band = study.anterior[int(y0 * 256):int(np.ceil(y1 * 256))]
+    expected = ScanPreprocessor("anterior", (64, 64)).numpy({"anterior": band})["image"]
+    np.testing.assert_allclose(cropped, expected, atol=1e-6)
+    whole = ScanPreprocessor("anterior", (64, 64)).numpy({"anterior": study.anterior})["image"]
+    assert not np.allclose(cropped, whole, atol=1e-3)

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 
 from tfbonemet.cli import cli
 from tfbonemet.config import resolve
-from tfbonemet import train
-from tfbonemet.train import fit
+from tfbonemet.tasks.train import trainer as train
+from tfbonemet.tasks.train.trainer import fit
 
 CONFIG = dict(num_studies=48, image_height=256, image_width=64, epochs=4, batch_size=8,
               model_options={"filters": [8, 16, 16]})
-TRAIN = "from tfbonemet.config import resolve; from tfbonemet.train import fit; import json, sys; " \
+TRAIN = "from tfbonemet.config import resolve; from tfbonemet.tasks.train.trainer import fit; import json, sys; " \
         "fit(resolve(overrides=json.loads(sys.argv[1])), log=lambda *_: None)"
 
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfbonemet.data.phantom import BoneScanPhantom
-from tfbonemet.export import export
+from tfbonemet.tasks.export import export
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def write_chest_xrays(root: Path, per_class=(10, 4, 2)):
 
 
 def test_pretrain_on_chest_xrays_then_fine_tune_head_first(tmp_path):
-    from tfbonemet.pretrain import BACKBONE_FILE, pretrain
+    from tfbonemet.tasks.pretrain import BACKBONE_FILE, pretrain
 
     manual = write_chest_xrays(tmp_path / "cxr")
     options = {"filters": [8, 16, 16]}
@@ -95,7 +95,7 @@ def test_pretrain_on_chest_xrays_then_fine_tune_head_first(tmp_path):
 
 @pytest.mark.slow
 def test_cross_validation_writes_per_fold_and_mean_figures(tmp_path):
-    from tfbonemet.cv import cross_validate
+    from tfbonemet.tasks.cv import cross_validate
 
     cv_dir = cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=3, log=quiet)
     summary = json.loads((cv_dir / "cv.json").read_text())

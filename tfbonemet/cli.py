@@ -1,7 +1,9 @@
 """The `tfbonemet` command line: a thin click layer over the library modules.
 
 User errors (bad option values, unusable paths or files) end with one line naming the problem;
-tracebacks are kept for real bugs.
+tracebacks are kept for real bugs. Nothing here imports TensorFlow: `--help` and argument errors
+answer at once, and a command that needs TensorFlow imports it quietly (its C++ start-up lines
+appear only with TFBONEMET_TF_LOGS=1).
 """
 from __future__ import annotations
 
@@ -12,13 +14,34 @@ import click
 
 from tfbonemet.errors import TfbonemetError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TF_LOGS_ENV = "TFBONEMET_TF_LOGS"
+HELP_OPTIONS = ("-h", "--help")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (CUDA probing, absl) sent to /dev/null."""
+    if os.environ.get(TF_LOGS_ENV):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # reported with its traceback where the command imports it, stderr restored
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class Group(click.Group):
     """Turns tfbonemet's user-facing errors into click's one-line `Error: ...`."""
 
     def invoke(self, ctx):
+        if ctx.protected_args and not set(HELP_OPTIONS) & set(ctx.protected_args + ctx.args):
+            import_tensorflow_quietly()
         try:
             return super().invoke(ctx)
         except TfbonemetError as exc:

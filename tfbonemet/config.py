@@ -23,8 +23,9 @@ class FitConfig:
     data_dir: str | None = None  # TFDS data_dir holding the prepared dataset
     manual_dir: str | None = None  # TFDS manual_dir: prepare the dataset from these files if not built yet
     num_studies: int = 320  # size of the synthetic set
-    image_height: int = 512
-    image_width: int = 128
+    # model input per view; None: the data's typical study size, never upsampled (train.input_size)
+    image_height: int | None = None
+    image_width: int | None = None
     normalisation: str = "sqrt"
     crop: str = "none"  # "thorax": keep the thoracic region of whole-body views (Lin et al. 2021)
     epochs: int = 20
@@ -39,6 +40,8 @@ class FitConfig:
     augmentation: dict = dataclasses.field(default_factory=lambda: {"flip_left_right": True, "translation": 0.03})
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
     early_stopping: int = 0  # patience in epochs on validation AUC; 0 = off
+    threshold_rule: str = "max_f1"  # metrics.THRESHOLD_RULES: how the stored decision threshold is chosen
+    target_sensitivity: float = 0.9  # with threshold_rule "sensitivity"
     init_backbone: str | None = None  # pretrained backbone weights (`tfbonemet pretrain`) to fine-tune from
     head_epochs: int = 0  # with init_backbone: epochs training the head with the backbone frozen
     finetune_lr_factor: float = 0.1  # learning rate multiplier once the backbone is unfrozen
@@ -94,8 +97,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         values = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of configuration fields, "
+                          f"not a {type(values).__name__}")
     unknown = set(values or {}) - FIELDS
     if unknown:
         raise ConfigError(f"config file {path} has unknown keys: {', '.join(sorted(unknown))}")

@@ -79,6 +79,34 @@ def sensitivity_threshold(y_true, p_positive, target: float) -> float:
     return float(min(thresholds[reached[0]], 1.0))
 
 
+def max_f1_threshold(y_true, p_positive) -> float:
+    """Threshold maximising F1 on the precision-recall curve (the highest such threshold on ties)."""
+    precision, recall, thresholds = skm.precision_recall_curve(y_true, p_positive)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=(precision + recall) > 0)[:-1]
+    return float(thresholds[int(np.argmax(f1))])
+
+
+from tfbonemet.vocab import THRESHOLD_RULES  # noqa: E402
+
+
+def operating_threshold(y_true, p_positive, rule: str = "max_f1", target_sensitivity: float = 0.9) -> float:
+    """The decision threshold a rule picks on (validation) labels and positive-class probabilities.
+
+    max_f1: best F1 (the balance of missed and false calls at the data's prevalence); youden:
+    best sensitivity + specificity - 1; sensitivity: the highest threshold reaching the target.
+    """
+    if len(np.unique(y_true)) < 2:
+        raise ValueError("an operating threshold needs both classes in the split it is chosen on")
+    if rule == "max_f1":
+        return max_f1_threshold(y_true, p_positive)
+    if rule == "youden":
+        return youden_threshold(y_true, p_positive)
+    if rule == "sensitivity":
+        return sensitivity_threshold(y_true, p_positive, target_sensitivity)
+    raise ValueError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+
+
 def calibration(y_true, probabilities, bins: int = 10) -> dict:
     """Expected calibration error and Brier score, with the per-bin figures of a reliability diagram.
 

@@ -14,7 +14,7 @@ def cv(folds, **options):
 
     Rerun the same command to continue an interrupted cross-validation.
     """
-    from tfbonemet.cv import cross_validate
+    from tfbonemet.tasks.cv import cross_validate
 
     cross_validate(resolve_options(options), folds, log=click.echo)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from tfbonemet.data.pipeline import TASKS
+from tfbonemet.data.phantom.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES
+from tfbonemet.vocab import TASKS
 from tfbonemet.errors import DataError
 
 DATASETS = ("bone_scintigraphy", "chest_xray")
@@ -64,19 +65,32 @@ def build(dataset, manual_dir, data_dir, config, skip_bad):
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--num-studies", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--size", nargs=2, type=click.IntRange(min=16), default=(1024, 256), show_default=True,
-              metavar="H W", help="Pixels per view (height at least 64).")
-@click.option("--split-views", is_flag=True, help="One file per view instead of one two-frame file per study.")
+              metavar="H W", help="Pixels per whole-body view (height at least 64).")
+@click.option("--layout", type=click.Choice(("dicom", "bs80k")), default="dicom", show_default=True,
+              help="dicom: NM DICOM studies + labels.csv + lesions.json; bs80k: BS-80K chest crops "
+                   "(chestRANT/ chestRPOST/ chestLANT/ chestLPOST/, 8-bit JPEGs, label lists).")
+@click.option("--difficulty", type=click.Choice(tuple(DIFFICULTIES)), default=DEFAULT_DIFFICULTY, show_default=True,
+              help="Finding contrast, benign mimics, counts and blur (realistic: calibrated on real crops).")
+@click.option("--split-views", is_flag=True, help="dicom: one file per view instead of one two-frame file per study.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def phantom(out_dir, num_studies, size, split_views, seed):
-    """Write synthetic whole-body NM DICOM studies plus labels.csv and lesions.json to OUT_DIR."""
+def phantom(out_dir, num_studies, size, layout, difficulty, split_views, seed):
+    """Write synthetic bone scans to OUT_DIR: whole-body NM DICOM studies, or BS-80K-style chest crops."""
     from tfbonemet.data.phantom import BoneScanPhantom
+    from tfbonemet.data.phantom import bs80k
     from tfbonemet.data.phantom_dicom import write_dataset
 
     try:
-        generator = BoneScanPhantom(shape=size, seed=seed)
+        generator = BoneScanPhantom(shape=size, seed=seed, difficulty=difficulty,
+                                    **({"class_probs": bs80k.CLASS_PROBS} if layout == "bs80k" else {}))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from None
-    write_dataset((generator.study(i) for i in range(num_studies)), out_dir, split_views=split_views)
+    studies = (generator.study(i) for i in range(num_studies))
+    if layout == "bs80k":
+        positives = bs80k.write_bs80k(studies, out_dir)
+        found = ", ".join(f"{region} {n}" for region, n in positives.items())
+        click.echo(f"Wrote BS-80K chest crops of {num_studies} phantom patients to {out_dir} (with metastasis: {found})")
+        return
+    write_dataset(studies, out_dir, split_views=split_views)
     click.echo(f"Wrote {num_studies} phantom studies to {out_dir}")
 
 

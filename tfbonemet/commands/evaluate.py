@@ -43,7 +43,7 @@ def evaluate(run, split, target_sensitivity, n_bootstrap, output_dir, data, num_
     with macro and micro averages (multiclass); confusion matrix; calibration (ECE, Brier); ROC,
     PR and reliability plots; and published figures from other datasets for scale.
     """
-    from tfbonemet.evaluate import run_evaluation
+    from tfbonemet.tasks.evaluate import run_evaluation
 
     run_evaluation(run, split, output_dir, log=click.echo, target_sensitivity=target_sensitivity,
                    n_bootstrap=n_bootstrap, data_options=data_options(data, num_studies, seed))

@@ -1,8 +1,6 @@
 """`tfbonemet explain`: per-view Grad-CAM / Grad-CAM++ / Score-CAM overlays, and the pointing-game check."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from tfbonemet.commands.evaluate import SPLIT_CHOICES, data_options, with_data_options
@@ -39,26 +37,25 @@ def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_
     model's input frame). PNGs by default; --dicom-output adds RGB Secondary Captures that join
     the source study (only its StudyInstanceUID is copied).
     """
-    from tfbonemet import explain as explain_lib
+    from tfbonemet.tasks import explain as explain_lib
 
     methods = explain_lib.METHODS if method == "all" else (method,)
     options = data_options(data, num_studies, seed)
     if pointing_game:
         from pathlib import Path
 
-        from tfbonemet.evaluate import load_run
-        from tfbonemet.report import write_atomic
+        from tfbonemet.io.atomic import make_dir, write_json
+        from tfbonemet.run import Run
 
-        loaded = load_run(run, options)
-        out = Path(output_dir) if output_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
-        out.mkdir(parents=True, exist_ok=True)
+        loaded = Run.load(run, options)
+        out = make_dir(Path(output_dir) if output_dir else (Path(run) if Path(run).is_dir() else Path(run).parent))
         for m in methods:
             result = explain_lib.pointing_game(loaded, split, m, tolerance, views=pg_views, log=click.echo)
             click.echo(f"Pointing game ({m}, {split}, {pg_views} view(s), tolerance {result['tolerance_px']} px): "
                        f"{result['hits']}/{result['studies']} = {result['score']:.3f}; chance {result['chance']:.3f}; "
                        f"one-sided binomial p = {result['p_value']:.2g}")
             name = f"pointing_game-{split}-{m.replace('+', 'p')}-{pg_views}.json"
-            write_atomic(out / name, json.dumps(result, indent=2))
+            write_json(out / name, result)
         return
     explain_lib.run_explain(run, split, num, dicom_paths, methods, output_dir, dicom_output, class_name,
                             only_class, options, log=click.echo)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfbonemet.export import FORMATS
+from tfbonemet.vocab import EXPORT_FORMATS as FORMATS
 
 
 @click.command()
@@ -23,7 +23,7 @@ def export(run_dir, fmt, output_dir, model_name, calibration_samples):
     metadata.json and MODEL_CARD.md. Every artefact is compared with the Keras model on the
     validation split; if one exceeds its tolerance the export fails and writes no version.
     """
-    from tfbonemet.export import export as run_export
+    from tfbonemet.tasks.export import export as run_export
 
     run_export(run_dir, output_dir=output_dir, fmt=fmt, model_name=model_name,
                calibration_samples=calibration_samples, log=click.echo)

@@ -3,16 +3,35 @@ from __future__ import annotations
 
 import click
 
-from tfbonemet.data.augment import STANDARD
-from tfbonemet.data.pipeline import CROPS, TASKS
-from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
-from tfbonemet.models import MODELS
-from tfbonemet.models.layers import AGGREGATIONS
-from tfbonemet.train import LOSSES, LR_SCHEDULES, SAMPLINGS
+from tfbonemet.models.registry import MODELS
+from tfbonemet.vocab import (AGGREGATIONS, CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, PRECISIONS, SAMPLINGS,
+                             STRATEGIES, TASKS, THRESHOLD_RULES)
+
+def parse_model_options(ctx, param, values):
+    """KEY=VALUE pairs -> builder arguments, values read as YAML (numbers, lists, true/false)."""
+    import yaml
+
+    options = {}
+    for item in values or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        try:
+            options[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise click.BadParameter(f"{item!r}: the value is not a number, list or word", ctx=ctx, param=param)
+    return options or None
+
 
 TRAINING_OPTIONS = [
     click.option("--preset", default=None,
                  help="Named experiment preset (see `tfbonemet presets`); options below override it."),
+    click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                 help="YAML or JSON file of configuration fields (any FitConfig field; see docs/training.md); "
+                      "applied after the preset, before the options below."),
+    click.option("--model-option", "model_options", multiple=True, callback=parse_model_options, metavar="KEY=VALUE",
+                 help="A model builder argument, e.g. filters=[32,64,128] or pooling=avgmax (repeatable; "
+                      "`tfbonemet models NAME` lists them)."),
     click.option("--model", type=click.Choice(sorted(MODELS)), default=None,
                  help="Registered model to train (see `tfbonemet models`). Default: two_view_net."),
     click.option("--task", type=click.Choice(list(TASKS)), default=None,
@@ -26,9 +45,10 @@ TRAINING_OPTIONS = [
                  help="Source files to build the TFDS dataset from if it is not built yet."),
     click.option("--num-studies", type=click.IntRange(min=8), default=None,
                  help="Studies in the synthetic set (default 320; split 70/15/15 by patient)."),
-    click.option("--image-size", nargs=2, type=click.IntRange(min=32), default=None, metavar="H W",
-                 help="Model input height and width per view (default 512 128)."),
-    click.option("--crop", type=click.Choice(CROPS), default=None,
+    click.option("--image-size", nargs=2, type=click.IntRange(min=32, max=4096), default=None, metavar="H W",
+                 help="Model input height and width per view (default: the data's typical study size, never "
+                      "upsampled, at most 512x128 pixels' worth)."),
+    click.option("--crop", type=click.Choice(CROP_NAMES), default=None,
                  help="thorax: keep the thoracic region of each whole-body view before resizing (the thoracic "
                       "SPECT workflow of Lin et al. 2021); default none."),
     click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 20)."),
@@ -60,6 +80,11 @@ TRAINING_OPTIONS = [
                  help="With --init-backbone: epochs training only the head before unfreezing the backbone."),
     click.option("--aggregation", type=click.Choice(AGGREGATIONS), default=None,
                  help="How a two-view model fuses the view features (default concat)."),
+    click.option("--threshold-rule", type=click.Choice(THRESHOLD_RULES), default=None,
+                 help="How the stored decision threshold is chosen on validation: max_f1 (default), youden, or "
+                      "sensitivity (with --target-sensitivity)."),
+    click.option("--target-sensitivity", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                 help="Sensitivity the 'sensitivity' threshold rule must reach on validation (default 0.9)."),
     click.option("--seed", type=int, default=None, help="Random seed for data, splits and weights (default 0)."),
     click.option("--output-dir", type=click.Path(), default=None,
                  help="Where run directories are created (default ./runs)."),
@@ -80,14 +105,18 @@ def resolve_options(options: dict):
     options = dict(options)
     preset, image_size = options.pop("preset"), options.pop("image_size")
     aggregation, augment = options.pop("aggregation"), options.pop("augment")
+    config_file = options.pop("config_file", None)
     if image_size:
         options.update(image_height=image_size[0], image_width=image_size[1])
     if aggregation:
-        options["model_options"] = {"aggregation": aggregation}
-    config = config_lib.resolve(preset, options)
+        options["model_options"] = {**(options.get("model_options") or {}), "aggregation": aggregation}
+    file_values = config_lib.load_config_file(config_file) if config_file else {}
+    config = config_lib.resolve(preset, {**file_values, **{k: v for k, v in options.items() if v is not None}})
     if augment is False:
         config.augmentation = {}
     elif augment:
+        from tfbonemet.preprocessing.augment import STANDARD
+
         config.augmentation = STANDARD.as_dict()
     return config
 
@@ -103,15 +132,15 @@ def fit(resume_dir, **options):
     configuration), history.csv, metrics.json (validation accuracy, precision, recall,
     specificity, F1, AUC) and TensorBoard logs. A killed run continues with --resume RUN_DIR.
     """
-    from tfbonemet import train
+    from tfbonemet.tasks.train import trainer
 
     if resume_dir:
         given = sorted(k for k, v in options.items() if v is not None)
         if given:
             raise click.UsageError(f"--resume uses the run's saved configuration; drop --{given[0].replace('_', '-')}")
-        train.resume(resume_dir, log=click.echo)
+        trainer.resume(resume_dir, log=click.echo)
         return
-    train.fit(resolve_options(options), log=click.echo)
+    trainer.fit(resolve_options(options), log=click.echo)
 
 
 COMMANDS = [fit]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tfbonemet.models import MODELS
+from tfbonemet.models.registry import MODELS
 
 
 def describe(name: str, count_params: bool = True) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tfbonemet.predict import OUTPUT_FORMATS
+from tfbonemet.vocab import PREDICTION_FORMATS as OUTPUT_FORMATS
 
 
 @click.command()
@@ -30,7 +30,7 @@ def predict(model, paths, output, fmt, batch_size, skip_bad, explain_dir):
     pair as NAME_ant.png / NAME_post.png. One row per study: a salted study key (DICOM) or the
     file name (images), the predicted label and each class probability. Set TFBONEMET_SALT per site.
     """
-    from tfbonemet.predict import discover, iter_predictions, load_runner, write_rows
+    from tfbonemet.tasks.predict import discover, iter_predictions, load_runner, write_rows
 
     runner = load_runner(model)
     studies = discover(paths)

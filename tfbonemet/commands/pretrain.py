@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
-from tfbonemet.models import MODELS
+from tfbonemet.models.registry import MODELS
+from tfbonemet.vocab import JIT_MODES, PRECISIONS, STRATEGIES
 
 
 @click.command()
@@ -31,8 +31,8 @@ def pretrain(model, data, data_dir, manual_dir, image_size, epochs, batch_size, 
              jit, strategy, seed, output_dir, run_name):
     """Pre-train a backbone on chest X-rays; writes RUN/backbone.keras for `fit --init-backbone`."""
     from tfbonemet.config import FitConfig
-    from tfbonemet.data.augment import STANDARD
-    from tfbonemet.pretrain import pretrain as run_pretrain
+    from tfbonemet.preprocessing.augment import STANDARD
+    from tfbonemet.tasks.pretrain import pretrain as run_pretrain
 
     config = FitConfig(model=model, data=data, data_dir=data_dir, manual_dir=manual_dir, image_height=image_size[0],
                        image_width=image_size[1], epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,

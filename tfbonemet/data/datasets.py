@@ -1,8 +1,8 @@
 """One entry point from a run configuration to the studies of a split, whatever the data source.
 
 Sources: `phantom` (the built-in synthetic set) and `tfds:NAME[/CONFIG]`, a TFDS build found in
-`data_dir` (prepared from `manual_dir` on first use). Training streams TFDS records through
-tf.data; `load_split` materialises a split as arrays for evaluation and cross-validation.
+`data_dir` (prepared from `manual_dir` on first use). Every task streams a split's raw records
+through the run's ScanPreprocessor: nothing is resized or rounded before it.
 """
 from __future__ import annotations
 
@@ -14,25 +14,31 @@ import numpy as np
 import tensorflow as tf
 
 from tfbonemet.data import synthetic
-from tfbonemet.data.phantom import CLASS_NAMES
-from tfbonemet.data.pipeline import VIEW_SETS, PipelineConfig, batch_pipeline, task_labels
+from tfbonemet.data.pipeline import BatchConfig, batch_pipeline
 from tfbonemet.errors import ConfigError, DataError
+from tfbonemet.preprocessing import ScanPreprocessor
+from tfbonemet.vocab import CLASS_NAMES, SPLITS, label_map
 
-SPLITS = ("train", "validation", "test")
 TFDS_PREFIX = "tfds:"
+PHANTOM_SIZE = (512, 128)  # the built-in set's whole-body views unless an image size is asked for
 
 
 @dataclasses.dataclass
 class Split:
-    """One split of a source: labels (the dataset's own classes, in record order) and its raw records.
+    """One split of a source: per-study labels (the dataset's own classes), keys, patients, raw records.
 
-    `records(views)` yields unbatched `({view: counts}, label)`; `batches` runs them through the
-    tf.data pipeline with labels mapped to a task.
+    `records(views)` yields unbatched `({view: counts (H, W, 1)}, label)` in the order of `labels`;
+    `batches` runs them through the run's preprocessor and the tf.data pipeline. `keys` are the
+    study keys `predict` gives the same study; `patients` the pseudonymous patient keys.
     """
 
     labels: np.ndarray
     class_names: tuple[str, ...]
     records: Callable[[tuple[str, ...]], tf.data.Dataset]
+    keys: np.ndarray
+    patients: np.ndarray
+    shapes: np.ndarray  # (N, 2) source height and width of the first view
+    lesion_boxes: list | None = None  # per study: metastasis boxes {view: (y0, x0, y1, x1) px} (phantom only)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -40,26 +46,68 @@ class Split:
     def task_labels(self, task: str | None) -> np.ndarray:
         return label_map(self.class_names, task)[self.labels]
 
-    def batches(self, pipeline: PipelineConfig, training: bool, task: str | None = None, augment=None,
-                seed: int = 0, repeat: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
+    def batches(self, preprocessor: ScanPreprocessor, config: BatchConfig, training: bool, task: str | None = None,
+                augment=None, seed: int = 0, repeat: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
         table = tf.constant(label_map(self.class_names, task))
-        records = self.records(VIEW_SETS[pipeline.views]).map(
+        records = self.records(preprocessor.source_views).map(
             lambda x, y: (x, tf.gather(table, y)), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=pipeline.deterministic)
-        return batch_pipeline(records, pipeline, training, augment=augment, seed=seed,
+            deterministic=config.deterministic)
+        return batch_pipeline(records, preprocessor, config, training, augment=augment, seed=seed,
                               labels=self.task_labels(task), repeat=repeat, skip_batches=skip_batches)
+
+    def raw_studies(self, views: tuple[str, ...]):
+        """(index, {view: (H, W) float32 counts}) per study, in order: the source frame explain draws on."""
+        for index, (features, _) in enumerate(self.records(views).as_numpy_iterator()):
+            yield index, {v: np.asarray(a[..., 0], np.float32) for v, a in features.items()}
+
+    def subset(self, keep: np.ndarray) -> "Split":
+        """The studies where boolean `keep` is True, in order (cross-validation folds)."""
+        keep = np.asarray(keep, bool)
+        mask = tf.constant(keep)
+
+        def records(views):
+            return self.records(views).enumerate().filter(lambda i, e: tf.gather(mask, i)).map(lambda i, e: e)
+        boxes = None if self.lesion_boxes is None else [b for b, k in zip(self.lesion_boxes, keep) if k]
+        return Split(self.labels[keep], self.class_names, records, self.keys[keep], self.patients[keep],
+                     self.shapes[keep], boxes)
+
+    def typical_size(self) -> tuple[int, int]:
+        """The median source height and width: the size a model reads this data at without upsampling."""
+        if not len(self):
+            raise DataError("the split holds no studies to size the model input from")
+        return tuple(int(v) for v in np.median(self.shapes, axis=0))
+
+
+def concatenate(splits: list[Split]) -> Split:
+    """Several splits of one source as one (every study of a source, for cross-validation)."""
+    first = splits[0]
+
+    def records(views):
+        ds = first.records(views)
+        for other in splits[1:]:
+            ds = ds.concatenate(other.records(views))
+        return ds
+    boxes = None if any(s.lesion_boxes is None for s in splits) else [b for s in splits for b in s.lesion_boxes]
+    return Split(np.concatenate([s.labels for s in splits]), first.class_names, records,
+                 np.concatenate([s.keys for s in splits]), np.concatenate([s.patients for s in splits]),
+                 np.concatenate([s.shapes for s in splits]), boxes)
 
 
 def from_studies(studies: synthetic.StudyArrays) -> Split:
     """A Split over in-memory studies (the phantom set, or one fold of it)."""
     def records(views):
-        arrays = {"anterior": studies.anterior, "posterior": studies.posterior}
+        arrays = {"anterior": studies.anterior[..., None], "posterior": studies.posterior[..., None]}
         return tf.data.Dataset.from_tensor_slices(({v: arrays[v] for v in views}, studies.labels))
-    return Split(np.asarray(studies.labels, np.int64), tuple(CLASS_NAMES), records)
+    boxes = [{"anterior": [tuple(b) for b in found]} for found in studies.lesion_boxes]
+    shapes = np.tile(np.array(studies.anterior.shape[1:3]), (len(studies), 1))
+    return Split(np.asarray(studies.labels, np.int64), tuple(CLASS_NAMES), records, np.asarray(studies.study_key),
+                 np.asarray(studies.patient_hash), shapes, boxes)
 
 
 def open_split(config, split: str) -> Split:
     """The `split` of a FitConfig-like config's source (data, data_dir, manual_dir, seed, sizes)."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     check_source(config.data)
     if config.data == "phantom":
         return from_studies(load_split(config, split, log=lambda *_: None))
@@ -74,7 +122,8 @@ def open_split(config, split: str) -> Split:
                               f"needed by the model's inputs")
         return builder.as_dataset(split=split, shuffle_files=False).map(
             lambda e: ({v: e[v] for v in views}, e["label"]), num_parallel_calls=tf.data.AUTOTUNE)
-    return Split(_tfds_labels(builder, split), names, records)
+    labels, keys, patients, shapes = _tfds_index(builder, split)
+    return Split(labels, names, records, keys, patients, shapes)
 
 
 def tfds_name(data: str) -> str | None:
@@ -119,18 +168,6 @@ def tfds_builder(data: str, data_dir: str | None, manual_dir: str | None = None)
     return builder
 
 
-def label_map(names, task: str | None) -> np.ndarray:
-    """Dataset label index -> task label index; `task=None` keeps the dataset's own classes."""
-    names = tuple(names)
-    if task is None:
-        return np.arange(len(names), dtype=np.int64)
-    if names == tuple(CLASS_NAMES):
-        return task_labels(np.arange(len(names)), task)
-    if task == "binary" and len(names) == 2:
-        return np.arange(2, dtype=np.int64)
-    raise ConfigError(f"dataset classes {', '.join(names)} do not fit task {task!r}")
-
-
 def _tfds_split(builder, split: str) -> str:
     if split not in builder.info.splits:
         raise DataError(f"TFDS dataset {builder.info.full_name} has no split {split!r} "
@@ -138,46 +175,39 @@ def _tfds_split(builder, split: str) -> str:
     return split
 
 
-def _tfds_labels(builder, split: str) -> np.ndarray:
-    """Labels in record order, reading only the label feature (images stay undecoded)."""
+def _tfds_index(builder, split: str):
+    """Labels, study keys, patient keys and image sizes in record order, without decoding any image."""
     import tensorflow_datasets as tfds
 
-    skip = {name: tfds.decode.SkipDecoding() for name, feature in builder.info.features.items()
-            if isinstance(feature, tfds.features.Image)}
-    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=skip).map(lambda e: e["label"])
-    return np.fromiter(ds.as_numpy_iterator(), dtype=np.int64)
+    images = [n for n, f in builder.info.features.items() if isinstance(f, tfds.features.Image)]
+    skip = {name: tfds.decode.SkipDecoding() for name in images}
+    first = images[0]
+    labels, keys, patients, shapes = [], [], [], []
+    for e in builder.as_dataset(split=split, shuffle_files=False, decoders=skip).as_numpy_iterator():
+        labels.append(int(e["label"]))
+        keys.append(e["study_hash"].decode() if "study_hash" in e else str(len(keys)))
+        patients.append(e["patient_hash"].decode() if "patient_hash" in e else keys[-1])
+        shapes.append(_png_size(e[first]))
+    return (np.array(labels, np.int64), np.array(keys), np.array(patients),
+            np.array(shapes, np.int64).reshape(-1, 2))
+
+
+def _png_size(encoded: bytes) -> tuple[int, int]:
+    """(height, width) from a PNG's IHDR chunk (TFDS stores images as PNG) without decoding pixels."""
+    if encoded[:8] != b"\x89PNG\r\n\x1a\n":
+        shape = tf.io.decode_image(encoded, expand_animations=False).shape
+        return int(shape[0]), int(shape[1])
+    return int.from_bytes(encoded[20:24], "big"), int.from_bytes(encoded[16:20], "big")
+
+
+def phantom_spec(config) -> synthetic.SyntheticSpec:
+    """The built-in set a config trains on: rendered at the asked image size, else PHANTOM_SIZE."""
+    height, width = (config.image_height, config.image_width) if config.image_height else PHANTOM_SIZE
+    return synthetic.SyntheticSpec(num_studies=config.num_studies, height=height, width=width, seed=config.seed)
 
 
 def load_split(config, split: str, log=print) -> synthetic.StudyArrays:
-    """Studies of `split` ('train', 'validation' or 'test') for a FitConfig's data source."""
+    """Phantom studies of `split` ('train', 'validation' or 'test') for a FitConfig."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    check_source(config.data)
-    if config.data == "phantom":
-        spec = synthetic.SyntheticSpec(num_studies=config.num_studies, height=config.image_height,
-                                       width=config.image_width, seed=config.seed)
-        return synthetic.load_or_render(spec, log=log).select(split)
-    return _materialise(config, split, log)
-
-
-def _materialise(config, split: str, log) -> synthetic.StudyArrays:
-    """A TFDS split as StudyArrays, views resized (aspect kept, zero padded) to the configured size."""
-    builder = tfds_builder(config.data, getattr(config, "data_dir", None), getattr(config, "manual_dir", None))
-    split = _tfds_split(builder, split)
-    size = (config.image_height, config.image_width)
-    log(f"Reading {builder.info.full_name} split {split} ...")
-    views = {"anterior": [], "posterior": []}
-    labels, patients = [], []
-    for example in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator():
-        for view in views:
-            image = example[view]
-            if image.shape[:2] != size:
-                image = tf.image.resize_with_pad(tf.cast(image, tf.float32), *size, method="area").numpy()
-            views[view].append(np.clip(np.rint(image[..., 0]), 0, 65535).astype(np.uint16))
-        labels.append(int(example["label"]))
-        patients.append(example["patient_hash"].decode() if "patient_hash" in example else "")
-    empty = np.zeros((0, *size), np.uint16)
-    return synthetic.StudyArrays(
-        np.stack(views["anterior"]) if labels else empty, np.stack(views["posterior"]) if labels else empty,
-        np.array(labels, np.int64), np.array(patients), np.array([split] * len(labels)),
-        [[] for _ in labels])
+    return synthetic.load_or_render(phantom_spec(config), log=log).select(split)

@@ -1,9 +1,10 @@
-"""tf.data input pipelines: studies -> ({"anterior", "posterior"} or {"image"}, label) batches.
+"""tf.data input pipelines: raw studies -> ({input name: image}, label) batches.
 
-Deterministic preprocessing (mirror, resize, normalise) runs once and is cached; shuffling,
-class-balanced sampling and augmentation (tfbonemet.data.augment) run on training batches only.
-A repeated training stream is a pure function of the seed, so a resumed run can skip the batches
-it has already seen and continue with exactly the batches an uninterrupted run would have had.
+The run's ScanPreprocessor (crop, mirror, resize, normalise) runs once per study and is cached;
+shuffling, class-balanced sampling and augmentation (tfbonemet.preprocessing.augment) run on
+training batches only. A repeated training stream is a pure function of the seed, so a resumed
+run can skip the batches it has already seen and continue with exactly the batches an
+uninterrupted run would have had.
 """
 from __future__ import annotations
 
@@ -13,97 +14,31 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfbonemet.data.phantom import CLASS_NAMES
-from tfbonemet.data.preprocess import mirror_posterior, normalise_counts, resize_with_pad, thoracic_crop
-
-TASKS = {
-    "binary": ("no_metastasis", "metastasis"),
-    "multiclass": CLASS_NAMES,
-}
-VIEW_SETS = {
-    "two_view": ("anterior", "posterior"),
-    "anterior": ("anterior",),
-    "posterior": ("posterior",),
-    "image": ("image",),  # single-image datasets (chest X-ray)
-}
-CROPS = ("none", "thorax")  # thorax: the thoracic workflow (Lin et al. 2021) on whole-body views
-
-
-def task_labels(labels: np.ndarray, task: str) -> np.ndarray:
-    """Map 4-class phantom/clinical labels to the task's label space."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    labels = np.asarray(labels, np.int64)
-    if task == "binary":
-        return (labels == CLASS_NAMES.index("metastasis")).astype(np.int64)
-    return labels
+from tfbonemet.preprocessing import ScanPreprocessor
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    image_height: int = 512
-    image_width: int = 128
-    views: str = "two_view"  # key of VIEW_SETS; a single view feeds the input named "image"
-    normalisation: str = "sqrt"
-    percentile: float = 99.5
+class BatchConfig:
+    """How studies are batched; what they look like is the preprocessor's business."""
+
     batch_size: int = 16
     shuffle_buffer: int = 1024
     deterministic: bool = True
     balanced: bool = False  # training batches sample every class equally often
     cache: str = ""  # tf.data cache: "" keeps preprocessed examples in memory, else a file prefix
-    crop: str = "none"  # key of CROPS, applied before resizing
-
-    @classmethod
-    def for_run(cls, config, views: str, **overrides) -> "PipelineConfig":
-        """The preprocessing a run (a FitConfig) trains with; training, evaluation and export share it."""
-        values = dict(image_height=config.image_height, image_width=config.image_width, views=views,
-                      normalisation=config.normalisation, batch_size=config.batch_size, crop=config.crop)
-        return cls(**{**values, **overrides})
 
 
-def input_names(views: str) -> tuple[str, ...]:
-    return VIEW_SETS[views] if views == "two_view" else ("image",)
-
-
-def preprocess_views(features: dict, config: PipelineConfig) -> dict:
-    """Raw counts of each view -> normalised float images named as the model's inputs."""
-    out = {}
-    for view in VIEW_SETS[config.views]:
-        x = tf.cast(features[view], tf.float32)
-        if x.shape.rank == 2:
-            x = x[..., tf.newaxis]
-        if config.crop == "thorax":
-            x = thoracic_crop(x)
-        if view == "posterior":
-            x = mirror_posterior(x)
-        x = resize_with_pad(x, config.image_height, config.image_width)
-        x = normalise_counts(x, config.percentile, config.normalisation)
-        out["image" if config.views != "two_view" else view] = x
-    return out
-
-
-def from_arrays(views: dict[str, np.ndarray], labels: np.ndarray, config: PipelineConfig, training: bool,
-                augment: Callable | None = None, seed: int = 0, sample_weights: np.ndarray | None = None,
-                repeat: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
-    """Batches from in-memory count arrays keyed by view name."""
-    features = {name: views[name] for name in VIEW_SETS[config.views]}
-    elements = (features, labels) if sample_weights is None else (features, labels, sample_weights)
-    ds = tf.data.Dataset.from_tensor_slices(elements)
-    return batch_pipeline(ds, config, training, augment=augment, seed=seed, labels=labels, repeat=repeat,
-                          skip_batches=skip_batches)
-
-
-def batch_pipeline(ds: tf.data.Dataset, config: PipelineConfig, training: bool, augment: Callable | None = None,
-                   seed: int = 0, labels: np.ndarray | None = None, repeat: bool = False,
-                   skip_batches: int = 0) -> tf.data.Dataset:
-    """(raw features, label[, weight]) elements -> cached, shuffled, batched, augmented, prefetched.
+def batch_pipeline(ds: tf.data.Dataset, preprocessor: ScanPreprocessor, config: BatchConfig, training: bool,
+                   augment: Callable | None = None, seed: int = 0, labels: np.ndarray | None = None,
+                   repeat: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
+    """(raw views, label[, weight]) elements -> preprocessed, cached, shuffled, batched, augmented, prefetched.
 
     `augment(features, seed)` gets a per-batch seed (seed, batch index). With `repeat` the
     training stream never ends (fit with steps_per_epoch) and `skip_batches` fast-forwards it.
     `labels` (the labels in element order) size the shuffle buffer and the balanced sampler.
     """
     def prepare(features, *rest):
-        return (preprocess_views(features, config), *rest)
+        return (preprocessor(features), *rest)
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
     ds = ds.cache(config.cache)

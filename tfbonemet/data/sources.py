@@ -24,7 +24,7 @@ from PIL import Image
 from pydicom.misc import is_dicom
 
 from tfbonemet.data import dicom
-from tfbonemet.data.phantom import CLASS_NAMES
+from tfbonemet.vocab import CLASS_NAMES
 from tfbonemet.data.phantom_dicom import LABELS_CSV, LESIONS_JSON
 from tfbonemet.data.splits import salted_patient_hash
 from tfbonemet.errors import DataError

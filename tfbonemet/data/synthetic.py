@@ -18,7 +18,7 @@ import numpy as np
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom
 from tfbonemet.data.splits import assign_splits, salted_patient_hash
 
-CACHE_VERSION = 6  # bump when the phantom's rendering changes
+CACHE_VERSION = 7  # bump when the phantom's rendering changes
 
 
 def cache_root() -> Path:
@@ -55,12 +55,15 @@ class StudyArrays:
     patient_hash: np.ndarray
     split: np.ndarray
     lesion_boxes: list  # per study: list of (y0, x0, y1, x1) boxes in the anterior view
+    study_key: np.ndarray  # the phantom's own study ids (synthetic, not identifiers)
 
     def select(self, split: str) -> "StudyArrays":
-        keep = self.split == split
+        return self.subset(self.split == split)
+
+    def subset(self, keep: np.ndarray) -> "StudyArrays":
         return StudyArrays(self.anterior[keep], self.posterior[keep], self.labels[keep],
                            self.patient_hash[keep], self.split[keep],
-                           [b for b, k in zip(self.lesion_boxes, keep) if k])
+                           [b for b, k in zip(self.lesion_boxes, keep) if k], self.study_key[keep])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,12 +72,13 @@ class StudyArrays:
 def render(spec: SyntheticSpec, progress=None) -> StudyArrays:
     phantom = BoneScanPhantom(shape=(spec.height, spec.width), counts_per_view=spec.counts_per_view,
                               class_probs=spec.class_probs, seed=spec.seed)
-    ant, post, labels, patients, boxes = [], [], [], [], []
+    ant, post, labels, patients, boxes, keys = [], [], [], [], [], []
     for i in range(spec.num_studies):
         study = phantom.study(i)
         ant.append(study.anterior)
         post.append(study.posterior)
         labels.append(study.label)
+        keys.append(study.study_id)
         patients.append(salted_patient_hash(study.patient_id, salt=f"phantom-{spec.seed}"))
         boxes.append([list(lesion.box_anterior) for lesion in study.lesions if lesion.kind == "metastasis"])
         if progress is not None:
@@ -83,7 +87,7 @@ def render(spec: SyntheticSpec, progress=None) -> StudyArrays:
     patients = np.array(patients)
     binary = (labels == CLASS_NAMES.index("metastasis")).astype(int)
     split = assign_splits(patients, binary, seed=spec.seed)
-    return StudyArrays(np.stack(ant), np.stack(post), labels, patients, split, boxes)
+    return StudyArrays(np.stack(ant), np.stack(post), labels, patients, split, boxes, np.array(keys))
 
 
 _LOADED: dict[Path, StudyArrays] = {}  # one read per process: train, validation and test share it
@@ -99,7 +103,7 @@ def load_or_render(spec: SyntheticSpec, log=print) -> StudyArrays:
         with np.load(path, allow_pickle=False) as data:
             boxes = json.loads(str(data["lesion_boxes"]))
             _LOADED[path] = StudyArrays(data["anterior"], data["posterior"], data["labels"],
-                                        data["patient_hash"], data["split"], boxes)
+                                        data["patient_hash"], data["split"], boxes, data["study_key"])
         return _LOADED[path]
     log(f"Rendering {spec.num_studies} synthetic bone-scan studies ({spec.height}x{spec.width} per view) ...")
     arrays = render(spec)
@@ -109,7 +113,7 @@ def load_or_render(spec: SyntheticSpec, log=print) -> StudyArrays:
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, anterior=arrays.anterior, posterior=arrays.posterior, labels=arrays.labels,
-                     patient_hash=arrays.patient_hash, split=arrays.split,
+                     patient_hash=arrays.patient_hash, split=arrays.split, study_key=arrays.study_key,
                      lesion_boxes=np.array(json.dumps(arrays.lesion_boxes)))
         os.replace(tmp, path)
     finally:

@@ -1,6 +1,8 @@
-"""Model families; build any by name with `build_model` (see registry.MODELS)."""
-from tfbonemet.models.finetune import freeze_backbone, load_backbone_weights, unfreeze
+"""Model families, one builder module each; build any by name with `build_model` (see registry.MODELS).
+
+Importing this package loads no Keras: builders are imported when a model is built. Loading a
+saved model needs the custom layers registered first: `tfbonemet.load_model` does that.
+"""
 from tfbonemet.models.registry import MODELS, build_model, gradcam_layers, input_convention
 
-__all__ = ["MODELS", "build_model", "freeze_backbone", "gradcam_layers", "input_convention",
-           "load_backbone_weights", "unfreeze"]
+__all__ = ["MODELS", "build_model", "gradcam_layers", "input_convention"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-AGGREGATIONS = ("concat", "sum", "mean", "max", "attention")
+from tfbonemet.vocab import AGGREGATIONS  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="tfbonemet")

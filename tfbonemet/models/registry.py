@@ -1,21 +1,23 @@
-"""Name -> builder registry, so configs, presets and the CLI pick models by name."""
+"""Name -> builder registry, so configs, presets and the CLI pick models by name.
+
+Builders are named as `module:function` and imported on first use, so listing models (the CLI's
+--help, config validation) does not load Keras or TensorFlow.
+"""
 from __future__ import annotations
 
 import dataclasses
-import functools
+import importlib
 import inspect
 from typing import Callable
 
-import keras
-
 from tfbonemet.errors import ConfigError
-from tfbonemet.models import dscint, finetune, transfer, two_view
+from tfbonemet.vocab import IMAGE, VIEWS
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
-    builder: Callable[..., keras.Model]
+    builder_path: str  # "module:function"
     inputs: str  # "two_view" (anterior + posterior) or "single" (image)
     paper: str
     default_image_size: tuple[int, int]
@@ -23,10 +25,16 @@ class ModelSpec:
     gradcam_layers: tuple[str, ...] = ()  # per view, in input order: the last spatial feature layer
     default_num_classes: int = 2
     pretrainable: bool = False  # has a backbone that load_backbone_weights / freeze_backbone act on
+    builder_options: tuple = ()  # fixed (key, value) arguments, e.g. which ImageNet backbone
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return two_view.VIEWS if self.inputs == "two_view" else ("image",)
+        return VIEWS if self.inputs == "two_view" else (IMAGE,)
+
+    @property
+    def builder(self) -> Callable:
+        module, function = self.builder_path.split(":")
+        return getattr(importlib.import_module(module), function)
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -37,22 +45,24 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-register(ModelSpec("two_view_net", two_view.build_two_view_net, "two_view",
+register(ModelSpec("two_view_net", "tfbonemet.models.two_view:build_two_view_net", "two_view",
                    "Guo et al. 2023, two-view aggregation of anterior and posterior scans", (512, 128),
                    gradcam_layers=("anterior_features", "posterior_features"), pretrainable=True))
-register(ModelSpec("dscint", dscint.build_dscint, "single",
+register(ModelSpec("dscint", "tfbonemet.models.dscint:build_dscint", "single",
                    "Lin et al. 2021, Med. Phys.: Dscint, self-defined CNN with hybrid attention", (512, 128),
-                   gradcam_layers=(dscint.LAST_CONV,), default_num_classes=4))
+                   gradcam_layers=("conv6",), default_num_classes=4))
 _TRANSFER_PAPER = "Lin et al. 2021, Sci. Rep.; Wang et al. 2018: ImageNet {} fine-tuned"
-for _backbone, _label in (("vgg16", "VGG16"), ("resnet50", "ResNet50"), ("densenet121", "DenseNet121"),
-                          ("xception", "Xception"), ("inception_v3", "InceptionV3"),
-                          ("efficientnetv2_s", "EfficientNetV2-S")):
-    register(ModelSpec(_backbone, functools.partial(transfer.build_transfer_classifier, backbone=_backbone),
-                       "single", _TRANSFER_PAPER.format(_label), (512, 128),
-                       gradcam_layers=(transfer.BACKBONES[_backbone].last_conv,), pretrainable=True))
-register(ModelSpec("yim_vgg16", transfer.build_yim_vgg16, "single",
+# (registry name, paper label, last spatial layer: transfer.BACKBONES[name].last_conv, checked by a test)
+for _backbone, _label, _last in (("vgg16", "VGG16", "block5_conv3"), ("resnet50", "ResNet50", "conv5_block3_out"),
+                                 ("densenet121", "DenseNet121", "relu"), ("xception", "Xception", "block14_sepconv2_act"),
+                                 ("inception_v3", "InceptionV3", "mixed10"),
+                                 ("efficientnetv2_s", "EfficientNetV2-S", "top_activation")):
+    register(ModelSpec(_backbone, "tfbonemet.models.transfer:build_transfer_classifier", "single",
+                       _TRANSFER_PAPER.format(_label), (512, 128), gradcam_layers=(_last,), pretrainable=True,
+                       builder_options=(("backbone", _backbone),)))
+register(ModelSpec("yim_vgg16", "tfbonemet.models.transfer:build_yim_vgg16", "single",
                    "Yim et al. 2022: VGG16 conv base with a new fully connected head", (512, 128),
-                   gradcam_layers=(transfer.BACKBONES["vgg16"].last_conv,), pretrainable=True))
+                   gradcam_layers=("block5_conv3",), pretrainable=True))
 
 
 def input_convention(name: str) -> str:
@@ -72,21 +82,28 @@ def _spec(name: str) -> ModelSpec:
 
 def check_options(name: str, options) -> None:
     """Fail before any work is done when a model's builder does not take an option."""
-    accepted = inspect.signature(_spec(name).builder).parameters
+    spec = _spec(name)
+    accepted = [p for p in inspect.signature(spec.builder).parameters if p not in dict(spec.builder_options)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
                           f"it takes {', '.join(accepted)}")
 
 
-def build_model(name: str, backbone_weights=None, freeze_backbone: bool = False, **config) -> keras.Model:
+def build_model(name: str, backbone_weights=None, freeze_backbone: bool = False, **config):
     """Build a registered model; `config` goes to its builder (image_size, num_classes, ...).
 
     `backbone_weights` (a local file) loads pre-trained backbone weights; `freeze_backbone`
     freezes the backbone for the first, head-only stage of fine-tuning (see finetune).
     """
+    from tfbonemet.models import finetune
+
     check_options(name, config)
-    model = _spec(name).builder(**config)
+    spec = _spec(name)
+    try:
+        model = spec.builder(**dict(spec.builder_options), **config)
+    except ValueError as exc:  # a builder's own check of an option's value
+        raise ConfigError(f"model {name!r}: {exc}") from None
     if backbone_weights:
         finetune.load_backbone_weights(model, backbone_weights)
     if freeze_backbone:

@@ -1,105 +1,61 @@
 """`tfbonemet evaluate`: a trained model's figures of merit on one split, with patient-level bootstrap CIs.
 
-The operating point (Youden, or a target sensitivity) is chosen on the validation split and then
-applied unchanged to the split being evaluated, so the reported sensitivity/specificity there are
-not tuned on the very studies they describe.
+Figures are reported at 0.5 and at the run's stored operating threshold (chosen on the validation
+split when the run was trained, the one predict and the SavedModel use), so the reported
+sensitivity and specificity are not tuned on the very studies they describe. With a target
+sensitivity, a new threshold is chosen on validation instead.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
 
 from tfbonemet import metrics as metrics_lib
-from tfbonemet.config import FitConfig, resolve
-from tfbonemet.data.datasets import load_split
-from tfbonemet.data.pipeline import TASKS, PipelineConfig, from_arrays, task_labels
-from tfbonemet.errors import ConfigError, ModelError
-
-TWO_VIEW_INPUTS = ("anterior", "posterior")
+from tfbonemet.data import datasets
+from tfbonemet.data.pipeline import BatchConfig
+from tfbonemet.errors import ConfigError
+from tfbonemet.io.atomic import make_dir, write_text
+from tfbonemet.run import Run
 
 
 @dataclasses.dataclass
-class LoadedRun:
-    """A model together with the data options that feed it."""
+class SplitPredictions:
+    """A run's probabilities for one split, with the keys `predict` gives the same studies."""
 
-    model: object  # keras.Model
-    config: FitConfig
-    run_dir: Path | None  # None for a bare .keras file
-    views: str  # "two_view" or "anterior" (single input named "image")
+    keys: np.ndarray
+    patients: np.ndarray
+    labels: np.ndarray  # task labels
+    probabilities: np.ndarray
 
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(TASKS[self.config.task])
-
-    def pipeline(self, batch_size: int | None = None) -> PipelineConfig:
-        return PipelineConfig.for_run(self.config, self.views, batch_size=batch_size or self.config.batch_size)
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
-def input_names(model) -> list[str]:
-    return [t.name.split(":")[0] for t in model.inputs]
-
-
-def load_run(path, data_options: dict | None = None) -> LoadedRun:
-    """A run directory (model.keras + config.json) or a bare .keras file plus data options.
-
-    For a bare model the input size comes from the model itself and the task from its number of
-    outputs; the data source, study count and seed come from `data_options` or the defaults.
-    """
-    import keras
-
-    import tfbonemet.models  # noqa: F401  (registers the custom layers the saved model needs)
-    from tfbonemet.train import resolved_config
-
-    path = Path(path)
-    if path.is_dir():
-        model_path, config_path = path / "model.keras", path / "config.json"
-        for required in (model_path, config_path):
-            if not required.is_file():
-                raise ModelError(f"{required} is missing; is {path} a run directory from `tfbonemet fit`?")
-        try:
-            config = resolved_config(path)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{config_path} cannot be read: {exc}") from None
-        run_dir = path
-    elif path.suffix == ".keras" and path.is_file():
-        model_path, config, run_dir = path, None, None
-    else:
-        raise ModelError(f"{path} is neither a run directory nor a .keras model file")
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as exc:  # keras raises many types for a corrupt or foreign file
-        raise ModelError(f"cannot load model {model_path}: {exc}") from None
-    names = input_names(model)
-    views = "two_view" if set(TWO_VIEW_INPUTS) <= set(names) else "anterior"
-    height, width = model.inputs[0].shape[1:3]
-    if config is None:
-        num_outputs = model.outputs[0].shape[-1]
-        task = next((t for t, c in TASKS.items() if len(c) == num_outputs), None)
-        if task is None:
-            raise ModelError(f"{path} outputs {num_outputs} classes; no task has that many")
-        from tfbonemet.models import MODELS
-
-        known = {"model": model.name} if model.name in MODELS else {}
-        config = resolve(overrides={**(data_options or {}), **known, "task": task, "image_height": int(height),
-                                    "image_width": int(width)})
-    elif (config.image_height, config.image_width) != (height, width):
-        raise ModelError(f"{model_path} takes {height}x{width} images but its config.json says "
-                         f"{config.image_height}x{config.image_width}")
-    return LoadedRun(model, config, run_dir, views)
-
-
-def predict_split(run: LoadedRun, split: str, log=print):
-    """(studies, task labels, class probabilities) for one split of the run's data."""
-    studies = load_split(run.config, split, log=log)
-    if len(studies) == 0:
+def predict_split(run: Run, split: str, log=print) -> SplitPredictions:
+    """The run's model on one split of its data, through the run's own preprocessor and tf.data path."""
+    data = datasets.open_split(run.config, split)
+    if len(data) == 0:
         raise ConfigError(f"split {split!r} of data {run.config.data!r} holds no studies")
-    labels = task_labels(studies.labels, run.config.task)
-    ds = from_arrays({"anterior": studies.anterior, "posterior": studies.posterior}, labels, run.pipeline(),
-                     training=False)
+    log(f"Predicting {len(data)} {split} studies ...")
+    ds = data.batches(run.preprocessor, BatchConfig(batch_size=run.config.batch_size), training=False,
+                      task=run.config.task)
     probabilities = np.asarray(run.model.predict(ds, verbose=0), np.float64)
-    return studies, labels, probabilities
+    return SplitPredictions(data.keys, data.patients, data.task_labels(run.config.task), probabilities)
+
+
+def predictions_csv(run: Run, predictions: SplitPredictions) -> str:
+    """One row per study: key (as `predict` writes it), true and predicted label, class probabilities."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["study", "true_label", "label", *(f"p_{c}" for c in run.classes)])
+    for key, y, decided, p in zip(predictions.keys, predictions.labels, run.labels_of(predictions.probabilities),
+                                  predictions.probabilities):
+        writer.writerow([key, run.classes[y], run.classes[decided], *(f"{v:.6f}" for v in p)])
+    return buffer.getvalue()
 
 
 def binary_figures(threshold: float):
@@ -118,42 +74,36 @@ def multiclass_figures(y, probabilities):
             **{f"micro_{k}": v for k, v in figures["micro"].items()}}
 
 
-def choose_threshold(y, p_positive, target_sensitivity: float | None) -> tuple[str, float]:
-    if len(np.unique(y)) < 2:
-        raise ConfigError("the operating point needs both classes in the split it is chosen on")
-    if target_sensitivity is not None:
-        return f"sensitivity >= {target_sensitivity:g}", metrics_lib.sensitivity_threshold(y, p_positive,
-                                                                                             target_sensitivity)
-    return "Youden J", metrics_lib.youden_threshold(y, p_positive)
-
-
 def with_ci(figures: dict, intervals: dict) -> dict:
     return {k: {"value": v, "ci95": list(intervals[k])} for k, v in figures.items()}
 
 
 def evaluate(path, split: str = "test", target_sensitivity: float | None = None, n_bootstrap: int = 1000,
-             data_options: dict | None = None, seed: int = 0, log=print) -> tuple[dict, np.ndarray, np.ndarray]:
-    """All figures for `split` as a JSON-ready dict, plus the labels and probabilities behind them."""
+             data_options: dict | None = None, seed: int = 0, log=print) -> tuple[dict, Run, SplitPredictions]:
+    """All figures for `split` as a JSON-ready dict, plus the run and the predictions behind them."""
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
         raise ConfigError(f"target sensitivity must be in (0, 1], got {target_sensitivity}")
-    run = load_run(path, data_options)
-    studies, y, probabilities = predict_split(run, split, log=log)
-    groups = studies.patient_hash
+    run = Run.load(path, data_options)
+    predictions = predict_split(run, split, log=log)
+    y, probabilities, groups = predictions.labels, predictions.probabilities, predictions.patients
     results = {"split": split, "task": run.config.task, "classes": list(run.classes), "model": run.model.name,
                "data": run.config.data,
                "n_studies": int(len(y)), "n_patients": int(len(np.unique(groups))),
                "class_counts": np.bincount(y, minlength=len(run.classes)).tolist(),
                "bootstrap": {"resamples": n_bootstrap, "unit": "patient", "level": 0.95},
                "calibration": metrics_lib.calibration(y, probabilities)}
-    if run.config.task == "binary" or probabilities.shape[1] == 2:
+    if probabilities.shape[1] == 2:
         p = probabilities[:, 1]
-        if split != "validation":
-            _, y_val, prob_val = predict_split(run, "validation", log=log)
-            chosen_on = "validation"
-        else:
-            y_val, prob_val, chosen_on = y, probabilities, "validation (the evaluated split itself)"
-        method, threshold = choose_threshold(y_val, prob_val[:, 1], target_sensitivity)
+        stored = run.metrics.get("operating_point", {})
+        method, threshold = stored.get("rule", "default 0.5"), run.threshold
+        chosen_on = stored.get("chosen_on", "none (no stored threshold)")
+        if target_sensitivity is not None:
+            val = predict_split(run, "validation", log=log) if split != "validation" else predictions
+            threshold = metrics_lib.operating_threshold(val.labels, val.probabilities[:, 1], "sensitivity",
+                                                        target_sensitivity)
+            method, chosen_on = f"sensitivity >= {target_sensitivity:g}", "validation"
         points = {}
+        log(f"Bootstrapping {n_bootstrap} patient resamples at 2 thresholds ...")
         for name, t in (("default", 0.5), ("operating_point", threshold)):
             statistic = binary_figures(t)
             intervals = metrics_lib.bootstrap_ci(statistic, y, probabilities, groups, n_bootstrap, seed=seed)
@@ -175,23 +125,25 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
                    **{k: figures["macro"][k] for k in ("precision", "recall", "specificity", "f1", "auc",
                                                         "pr_auc")}}
     results["summary"] = {**summary, "ece": results["calibration"]["ece"], "brier": results["calibration"]["brier"]}
-    return results, y, probabilities
+    return results, run, predictions
 
 
 def run_evaluation(path, split: str = "test", output_dir=None, log=print, **options) -> Path:
-    """Evaluate and write metrics.json, report.md and the figures; returns the output directory."""
-    from tfbonemet import report
+    """Evaluate and write metrics.json, predictions.csv, report.md and the figures; returns the output directory."""
+    from tfbonemet.tasks import report
 
-    results, y, probabilities = evaluate(path, split, log=log, **options)
+    results, run, predictions = evaluate(path, split, log=log, **options)
     path = Path(path)
-    out = Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / f"eval-{split}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create output directory {out}: {exc.strerror}") from None
-    report.write_report(out, results, y, probabilities, source=path.name)
+    out = make_dir(Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / f"eval-{split}")
+    write_text(out / "predictions.csv", predictions_csv(run, predictions))
+    report.write_report(out, results, predictions.labels, predictions.probabilities, source=path.name)
     s = results["summary"]
     log(f"{split}: " + ", ".join(f"{k} {s[k]:.3f}" for k in ("accuracy", "recall", "specificity", "f1", "auc",
                                                               "pr_auc", "ece")))
+    if "thresholds" in results:
+        point = results["thresholds"]["operating_point"]
+        f = point["figures"]
+        log(f"At the operating threshold {point['threshold']:.3f} ({point['method']}): "
+            f"F1 {f['f1']['value']:.3f}, recall {f['recall']['value']:.3f}, specificity {f['specificity']['value']:.3f}")
     log(f"Report: {out / 'report.md'}")
     return out

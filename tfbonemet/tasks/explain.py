@@ -2,8 +2,8 @@
 
 Each view gets its own map from its own feature layer (`anterior_features` / `posterior_features`
 in two-view nets), so a lesion seen only on the posterior view is not smeared across both. Maps
-are computed in the model's input frame, where the posterior is mirrored; they are mapped back to
-each view's acquired orientation and pixel grid before drawing.
+are computed in the model's input frame (cropped, posterior mirrored, resized, padded) and mapped
+back to each view's acquired orientation and pixel grid by the run's ScanPreprocessor inverse.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfbonemet.errors import ModelError
+from tfbonemet.vocab import model_input_names
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 VIEW_LABELS = {"anterior": "anterior", "posterior": "posterior (as acquired)", "image": "image"}
@@ -39,7 +40,7 @@ def target_layers(model, registry_name: str | None = None) -> dict[str, str]:
 
     from tfbonemet.models import MODELS
 
-    names = [t.name.split(":")[0] for t in model.inputs]
+    names = model_input_names(model)
     layers = {layer.name: layer for layer in model.layers}
     per_view = {n: f"{n}_features" for n in names if f"{n}_features" in layers}
     if len(per_view) == len(names):
@@ -71,7 +72,7 @@ def class_activation_maps(model, inputs: dict[str, np.ndarray], class_index: int
 
     if method not in METHODS:
         raise ModelError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
-    names = [t.name.split(":")[0] for t in model.inputs]
+    names = model_input_names(model)
     seeds = [np.asarray(inputs[n], np.float32) for n in names]
     visualizer = _visualizer(method)(model, model_modifier=ReplaceToLinear(), clone=True)
     maps = {}
@@ -84,25 +85,6 @@ def class_activation_maps(model, inputs: dict[str, np.ndarray], class_index: int
                               seek_penultimate_conv_layer=False, normalize_cam=normalise, **options)
         maps[name] = np.nan_to_num(np.asarray(cams[index], np.float32))
     return maps
-
-
-def padded_region(original_shape, model_shape) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the image inside a `tf.image.resize_with_pad` output."""
-    (h0, w0), (h, w) = original_shape, model_shape
-    ratio = max(w0 / w, h0 / h)
-    nh, nw = int(h0 / ratio), int(w0 / ratio)
-    return (h - nh) // 2, (w - nw) // 2, nh, nw
-
-
-def to_view_frame(cam: np.ndarray, original_shape, mirrored: bool) -> np.ndarray:
-    """A map in the model's input frame -> the view's own pixel grid and orientation."""
-    top, left, nh, nw = padded_region(original_shape, cam.shape)
-    cam = cam[top:top + nh, left:left + nw]
-    if mirrored:
-        cam = cam[:, ::-1]
-    if cam.shape != tuple(original_shape):
-        cam = ndimage.zoom(cam, (original_shape[0] / cam.shape[0], original_shape[1] / cam.shape[1]), order=1)
-    return cam
 
 
 def display_counts(counts: np.ndarray) -> np.ndarray:
@@ -143,30 +125,25 @@ class Explanation:
         return np.concatenate([x for p in padded for x in (p, spacer)][:-1], axis=1)
 
 
-def explain_studies(run, views: dict[str, np.ndarray], names: list[str], method: str = "gradcam",
+def explain_studies(run, studies: list[dict[str, np.ndarray]], names: list[str], method: str = "gradcam",
                     class_name: str = "metastasis", batch_size: int = 8, **options) -> list[Explanation]:
-    """Explain studies given as raw count arrays (N, H, W) per view ('anterior', 'posterior' as acquired)."""
-    import tensorflow as tf
-
-    from tfbonemet.data.pipeline import preprocess_views
-
+    """Explain studies given as raw views {view: (H, W) counts, as acquired}; sizes may differ per study."""
     if class_name not in run.classes:
         raise ModelError(f"class {class_name!r} is not an output of this model ({', '.join(run.classes)})")
     class_index = run.classes.index(class_name)
-    pipeline = run.pipeline()
+    preprocessor = run.preprocessor
     out = []
     for start in range(0, len(names), batch_size):
-        chunk = {v: np.asarray(a[start:start + batch_size]) for v, a in views.items()}
-        inputs = {k: t.numpy() for k, t in preprocess_views(
-            {v: tf.constant(a[..., None]) for v, a in chunk.items()}, pipeline).items()}
+        chunk = studies[start:start + batch_size]
+        prepared = [preprocessor.numpy(study) for study in chunk]
+        inputs = {name: np.stack([p[name] for p in prepared]) for name in preprocessor.input_names}
         probabilities = np.asarray(run.model.predict(inputs, verbose=0))
         maps = class_activation_maps(run.model, inputs, class_index, method, registry_name=run.config.model,
                                      **options)
-        for i, name in enumerate(names[start:start + batch_size]):
-            shown = {"anterior": chunk["anterior"][i]} if run.views != "two_view" else {
-                v: chunk[v][i] for v in ("anterior", "posterior")}
-            per_view = {v: to_view_frame(maps[v if run.views == "two_view" else "image"][i], shown[v].shape,
-                                         mirrored=(v == "posterior")) for v in shown}
+        for i, (name, study) in enumerate(zip(names[start:start + batch_size], chunk)):
+            shown = {view: study[view] for view in preprocessor.source_views}
+            per_view = {view: preprocessor.invert_map(view, maps[input_name][i], shown[view].shape)
+                        for input_name, view in zip(preprocessor.input_names, preprocessor.source_views)}
             out.append(Explanation(name, shown, per_view, float(probabilities[i, class_index]), class_name))
     return out
 
@@ -177,7 +154,7 @@ def save_png(explanation: Explanation, path, method: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tfbonemet.report import save_figure
+    from tfbonemet.tasks.report import save_figure
 
     fig, axes = plt.subplots(1, len(explanation.views), figsize=(2.6 * len(explanation.views), 8), squeeze=False)
     for ax, view in zip(axes[0], explanation.views):
@@ -203,7 +180,7 @@ def save_dicom(explanation: Explanation, path, method: str, source_file=None) ->
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-    from tfbonemet.report import write_atomic
+    from tfbonemet.io.atomic import write_bytes
 
     study_uid = None
     if source_file is not None:
@@ -232,7 +209,7 @@ def save_dicom(explanation: Explanation, path, method: str, source_file=None) ->
     ds.PixelData = rgb.tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
-    write_atomic(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def body_mask(counts: np.ndarray) -> np.ndarray:
@@ -252,6 +229,7 @@ def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: 
                   limit: int | None = None, views: str = "anterior", log=print, **options) -> dict:
     """Fraction of metastatic phantom studies whose map peak lies in a lesion box dilated by `tolerance` px.
 
+    Maps are scored in the source view's frame (the preprocessor's inverse), where the boxes are.
     `views="anterior"` scores the anterior map alone; `"both"` adds the posterior map mirrored
     into the anterior frame (deep lesions show best posteriorly), using unnormalised maps so
     each view keeps its own weight. Chance is what a peak drawn uniformly over the body would
@@ -260,28 +238,31 @@ def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: 
     """
     from scipy.stats import binomtest
 
-    from tfbonemet.data.datasets import load_split
-    from tfbonemet.data.phantom import CLASS_NAMES
+    from tfbonemet.data.datasets import open_split
     from tfbonemet.errors import ConfigError, DataError
+    from tfbonemet.vocab import CLASS_NAMES
 
     if views not in ("anterior", "both"):
         raise ConfigError(f"pointing-game views must be 'anterior' or 'both', got {views!r}")
-    studies = load_split(run.config, split, log=log)
-    chosen = [i for i, (label, boxes) in enumerate(zip(studies.labels, studies.lesion_boxes))
-              if label == CLASS_NAMES.index("metastasis") and boxes][:limit]
-    if not chosen:
+    data = open_split(run.config, split)
+    if data.lesion_boxes is None or data.class_names != CLASS_NAMES:
+        raise DataError(f"data {run.config.data!r} records no lesion boxes; the pointing game needs the phantom")
+    wanted = [i for i, (label, boxes) in enumerate(zip(data.labels, data.lesion_boxes))
+              if label == CLASS_NAMES.index("metastasis") and boxes["anterior"]][:limit]
+    if not wanted:
         raise DataError(f"split {split!r} of data {run.config.data!r} has no metastatic studies with lesion boxes")
-    tolerance = tolerance if tolerance is not None else max(2, round(0.015 * studies.anterior.shape[1]))
-    explanations = explain_studies(run, {"anterior": studies.anterior[chosen], "posterior": studies.posterior[chosen]},
-                                   [f"{split}-{i:03d}" for i in chosen], method, normalise=views == "anterior",
-                                   **options)
+    chosen = {i: study for i, study in data.raw_studies(("anterior", "posterior")) if i in set(wanted)}
+    studies = [chosen[i] for i in wanted]
+    tolerance = tolerance if tolerance is not None else max(2, round(0.015 * studies[0]["anterior"].shape[1]))
+    explanations = explain_studies(run, studies, [f"{split}-{i:03d}" for i in wanted], method,
+                                   normalise=views == "anterior", **options)
     hits, chances = [], []
-    for i, explanation in zip(chosen, explanations):
-        cam = explanation.maps["anterior"]
+    for i, study, explanation in zip(wanted, studies, explanations):
+        cam = explanation.maps.get("anterior", next(iter(explanation.maps.values())))
         if views == "both" and "posterior" in explanation.maps:
             cam = cam + explanation.maps["posterior"][:, ::-1]
-        region = lesion_region(cam.shape, studies.lesion_boxes[i], tolerance)
-        body = body_mask(studies.anterior[i]) | region
+        region = lesion_region(cam.shape, data.lesion_boxes[i]["anterior"], tolerance)
+        body = body_mask(study["anterior"]) | region
         peak = np.unravel_index(np.argmax(cam), cam.shape)
         hits.append(bool(region[peak]))
         chances.append(float(region.sum() / body.sum()))
@@ -292,24 +273,20 @@ def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: 
 
 
 def _dicom_inputs(paths, run):
-    """(views, names, source files) for DICOM studies; single-view images feed single-view models only."""
+    """(raw studies, names, source files) for DICOM studies with the views this model takes."""
     from tfbonemet.data.dicom import read_studies
     from tfbonemet.errors import DataError
 
+    two_view = len(run.preprocessor.source_views) == 2
     studies = read_studies(list(paths))
-    wanted = [s for s in studies if (s.is_two_view if run.views == "two_view" else
-                                     (s.image is not None or s.anterior is not None))]
+    wanted = [s for s in studies if (s.is_two_view if two_view else (s.image is not None or s.anterior is not None))]
     if not wanted:
         raise DataError(f"{', '.join(map(str, paths))}: no study has the views this model takes "
-                        f"({'anterior + posterior' if run.views == 'two_view' else 'one image'})")
-    shapes = {(s.anterior if s.anterior is not None else s.image).shape for s in wanted}
-    if len(shapes) > 1:
-        raise DataError(f"{', '.join(map(str, paths))}: studies differ in matrix size {sorted(shapes)}; "
-                        "explain them one size at a time")
-    if run.views == "two_view":
-        views = {v: np.stack([getattr(s, v) for s in wanted]) for v in ("anterior", "posterior")}
+                        f"({'anterior + posterior' if two_view else 'one image'})")
+    if two_view:
+        views = [{"anterior": s.anterior, "posterior": s.posterior} for s in wanted]
     else:
-        views = {"anterior": np.stack([s.anterior if s.anterior is not None else s.image for s in wanted])}
+        views = [{"anterior": s.anterior if s.anterior is not None else s.image} for s in wanted]
     return views, [f"study-{s.study_key[:12]}" for s in wanted], [s.source_files[0] for s in wanted]
 
 
@@ -320,37 +297,30 @@ def run_explain(path, split: str = "test", num: int = 4, dicom_paths=(), methods
     or DICOM studies; returns the written file paths."""
     from pathlib import Path
 
-    from tfbonemet.data.datasets import load_split
-    from tfbonemet.data.pipeline import task_labels
-    from tfbonemet.errors import ConfigError
-    from tfbonemet.evaluate import load_run
+    from tfbonemet.data.datasets import open_split
+    from tfbonemet.io.atomic import make_dir
+    from tfbonemet.run import Run
 
-    run = load_run(path, data_options)
+    run = Run.load(path, data_options)
     if class_name not in run.classes:
         raise ModelError(f"class {class_name!r} is not an output of this model ({', '.join(run.classes)})")
     if dicom_paths:
-        views, names, sources = _dicom_inputs(dicom_paths, run)
+        studies, names, sources = _dicom_inputs(dicom_paths, run)
         boxes = [[] for _ in names]
     else:
-        studies = load_split(run.config, split, log=log)
-        labels = task_labels(studies.labels, run.config.task)
+        data = open_split(run.config, split)
+        labels = data.task_labels(run.config.task)
         wanted = run.classes.index(class_name)
-        chosen = [i for i in range(len(studies)) if not only_class or labels[i] == wanted][:num]
-        views = {"anterior": studies.anterior[chosen], "posterior": studies.posterior[chosen]}
-        names, sources = [f"{split}-{i:03d}" for i in chosen], [None] * len(chosen)
-        boxes = [studies.lesion_boxes[i] if studies.anterior.shape[1:] == (run.config.image_height,
-                                                                           run.config.image_width) else []
-                 for i in chosen]
+        chosen = [i for i in range(len(data)) if not only_class or labels[i] == wanted][:num]
+        raw = {i: study for i, study in data.raw_studies(run.preprocessor.source_views) if i in set(chosen)}
+        studies, names, sources = [raw[i] for i in chosen], [f"{split}-{i:03d}" for i in chosen], [None] * len(chosen)
+        boxes = [data.lesion_boxes[i]["anterior"] if data.lesion_boxes else [] for i in chosen]
     path = Path(path)
-    out = Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / (
-        "explain-dicom" if dicom_paths else f"explain-{split}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create output directory {out}: {exc.strerror}") from None
+    out = make_dir(Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / (
+        "explain-dicom" if dicom_paths else f"explain-{split}"))
     written = []
     for method in methods:
-        for explanation, source, known in zip(explain_studies(run, views, names, method, class_name, **options),
+        for explanation, source, known in zip(explain_studies(run, studies, names, method, class_name, **options),
                                               sources, boxes):
             explanation.boxes = known
             stem = out / f"{explanation.name}-{method.replace('+', 'p')}"

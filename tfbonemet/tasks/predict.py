@@ -1,7 +1,7 @@
 """`tfbonemet predict`: any exported form of a model (run dir / .keras, SavedModel, .tflite) on DICOM or image files.
 
-Every runner sees the same preprocessing as training (`pipeline.preprocess_views`): the Keras and
-TFLite runners apply it here, a SavedModel carries it inside its `serving_default` signature.
+Every runner sees the run's own ScanPreprocessor: the Keras and TFLite runners apply it here, a
+SavedModel carries it inside its `serving_default` signature; all label with the stored threshold.
 Studies stream through in batches, so memory is bounded by the batch, not by the folder.
 """
 from __future__ import annotations
@@ -17,55 +17,56 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tfbonemet.data.pipeline import VIEW_SETS, PipelineConfig, input_names, preprocess_views
 from tfbonemet.errors import DataError, ModelError
+from tfbonemet.preprocessing import ScanPreprocessor
+from tfbonemet.run import decide
+from tfbonemet.vocab import PREDICTION_FORMATS, model_input_names
 
 METADATA_JSON = "metadata.json"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _VIEW_SUFFIX = re.compile(r"(?i)[_\-. ](ant|anterior|post|posterior)$")
-OUTPUT_FORMATS = ("csv", "json")
+OUTPUT_FORMATS = PREDICTION_FORMATS
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What a runner needs besides weights: its preprocessing and class names."""
+    """What a runner needs besides weights: the run's preprocessor, class names and decision threshold."""
 
-    pipeline: PipelineConfig
+    preprocessor: ScanPreprocessor
     classes: tuple[str, ...]
+    threshold: float | None = None  # on P(positive) for binary models; None: argmax
 
     @property
     def data_views(self) -> tuple[str, ...]:
         """Views read from a study: ('anterior', 'posterior'), or ('anterior',) feeding the input `image`."""
-        return VIEW_SETS[self.pipeline.views]
+        return self.preprocessor.source_views
+
+    def label(self, probabilities: np.ndarray) -> np.ndarray:
+        return decide(probabilities, self.threshold)
 
     def to_json(self) -> dict:
-        p = self.pipeline
-        return {"views": p.views, "inputs": list(input_names(p.views)), "image_height": p.image_height,
-                "image_width": p.image_width, "normalisation": p.normalisation, "percentile": p.percentile,
-                "crop": p.crop, "mirror_posterior": p.views == "two_view", "classes": list(self.classes)}
+        return {"preprocessing": self.preprocessor.describe(), "classes": list(self.classes),
+                "threshold": self.threshold}
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelInfo":
-        return cls(PipelineConfig(image_height=d["image_height"], image_width=d["image_width"], views=d["views"],
-                                  normalisation=d["normalisation"], percentile=d["percentile"],
-                                  crop=d.get("crop", "none")),
-                   tuple(d["classes"]))
+        return cls(ScanPreprocessor.from_description(d["preprocessing"]), tuple(d["classes"]), d.get("threshold"))
 
 
 def model_inputs(model, x: dict):
     """Inputs keyed by name, in the structure the Keras model was built with (dict, list or one tensor)."""
     if isinstance(model.input, dict):
         return x
+    names = model_input_names(model)
     if isinstance(model.input, (list, tuple)):
-        return [x[t.name.split(":")[0]] for t in model.inputs]
-    return x[model.inputs[0].name.split(":")[0]]
+        return [x[n] for n in names]
+    return x[names[0]]
 
 
-def preprocess_studies(studies: list[dict[str, np.ndarray]], pipeline: PipelineConfig) -> dict[str, np.ndarray]:
+def preprocess_studies(studies: list[dict[str, np.ndarray]], preprocessor: ScanPreprocessor) -> dict[str, np.ndarray]:
     """Raw (H, W) count views per study -> batched model inputs, one study at a time (sizes may differ)."""
-    parts = [preprocess_views({v: s[v][np.newaxis, ..., np.newaxis] for v in VIEW_SETS[pipeline.views]}, pipeline)
-             for s in studies]
-    return {name: np.concatenate([p[name].numpy() for p in parts]) for name in parts[0]}
+    parts = [preprocessor.numpy(s) for s in studies]
+    return {name: np.stack([p[name] for p in parts]) for name in parts[0]}
 
 
 class KerasRunner:
@@ -74,16 +75,17 @@ class KerasRunner:
     kind = "keras"
 
     def __init__(self, path):
-        from tfbonemet.evaluate import load_run
+        from tfbonemet.run import Run
 
-        self.run = load_run(path)
-        self.info = ModelInfo(self.run.pipeline(), self.run.classes)
+        self.run = Run.load(path)
+        self.run.model  # noqa: B018  (load now: a bad file fails before any study is read)
+        self.info = ModelInfo(self.run.preprocessor, self.run.classes, self.run.threshold)
 
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.run.model.predict_on_batch(model_inputs(self.run.model, x)), np.float32)
 
     def predict(self, studies):
-        return self.predict_preprocessed(preprocess_studies(studies, self.info.pipeline))
+        return self.predict_preprocessed(preprocess_studies(studies, self.info.preprocessor))
 
 
 class SavedModelRunner:
@@ -102,7 +104,7 @@ class SavedModelRunner:
 
     def predict(self, studies):
         """Calls the signature once per run of equally sized studies (a batch needs one shape)."""
-        names = input_names(self.info.pipeline.views)
+        names = self.info.preprocessor.input_names
         out, start = [], 0
         while start < len(studies):
             shape = _shapes(studies[start], self.info.data_views)
@@ -138,7 +140,7 @@ class TFLiteRunner:
         return _dequantise(self.runner(**feed)["probabilities"], self.output)
 
     def predict(self, studies):
-        return self.predict_preprocessed(preprocess_studies(studies, self.info.pipeline))
+        return self.predict_preprocessed(preprocess_studies(studies, self.info.preprocessor))
 
 
 def _quantise(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -167,7 +169,7 @@ def _first_line(exc: Exception) -> str:
 
 def _read_info(path: Path) -> ModelInfo:
     try:
-        return ModelInfo.from_json(json.loads(path.read_text())["preprocessing"])
+        return ModelInfo.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ModelError(f"{path} is missing; export the model with `tfbonemet export`") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -299,7 +301,7 @@ def _dicom_views(study: StudyFiles, info: ModelInfo, salt: str | None) -> list[t
     the anterior view if the study has one, else each single image file (`<key>-<n>` when several)."""
     from tfbonemet.data.dicom import read_studies, read_views, study_key_for_uid
 
-    if info.pipeline.views == "two_view":
+    if len(info.data_views) == 2:
         found = read_studies(study.files, salt=salt)
         return [(s.study_key, {v: getattr(s, v) for v in ("anterior", "posterior", "image")
                                if getattr(s, v) is not None}) for s in found]
@@ -318,7 +320,7 @@ def model_views(views: dict[str, np.ndarray], info: ModelInfo, files: list[Path]
     for view, array in views.items():
         if array.ndim != 2:
             raise DataError(f"{names}: {view} view has shape {array.shape}; expected one 2-D frame")
-    if info.pipeline.views == "two_view":
+    if len(info.data_views) == 2:
         missing = [view for view in info.data_views if view not in views]
         if missing:
             raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
@@ -364,8 +366,9 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
         if batch:
             if explain_dir is not None:
                 explain_batch(runner, keys, batch, Path(explain_dir))
-            for key, p in zip(keys, runner.predict(batch)):
-                yield {"study": key, "label": classes[int(np.argmax(p))],
+            probabilities = runner.predict(batch)
+            for key, p, decided in zip(keys, probabilities, runner.info.label(probabilities)):
+                yield {"study": key, "label": classes[int(decided)],
                        **{f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)}}
         if on_batch:
             on_batch(min(batch_size, len(studies) - start))
@@ -373,10 +376,9 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
 
 def explain_batch(runner: KerasRunner, keys: list[str], studies: list[dict], out_dir: Path) -> None:
     """Grad-CAM overlays of the metastasis class (tfbonemet.explain), one study at a time: sizes may differ."""
-    from tfbonemet import explain
+    from tfbonemet.tasks import explain
 
-    for key, views in zip(keys, studies):
-        [result] = explain.explain_studies(runner.run, {v: a[np.newaxis] for v, a in views.items()}, [key])
+    for key, result in zip(keys, explain.explain_studies(runner.run, studies, keys)):
         explain.save_png(result, out_dir / f"{key}-gradcam.png", "gradcam")
 
 

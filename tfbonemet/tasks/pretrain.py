@@ -8,7 +8,6 @@ softmax head on one `image` input; its run directory's backbone.keras is what
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import keras
@@ -18,7 +17,9 @@ from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
-from tfbonemet.train import Recipe, make_run_dir, resolve_execution, train_recipe, validate
+from tfbonemet.preprocessing import ScanPreprocessor
+from tfbonemet.tasks.train.trainer import Recipe, start_run
+from tfbonemet.tasks.train.validation import validate
 
 BACKBONE_FILE = "backbone.keras"
 
@@ -40,15 +41,16 @@ def pretrain(config: FitConfig, log=print) -> Path:
     """Train the backbone of `config.model` on `config.data` (a chest_xray TFDS build); returns the run dir."""
     if not datasets.tfds_name(config.data):
         raise ConfigError(f"pre-training needs a chest X-ray TFDS dataset (tfds:chest_xray), got {config.data!r}")
+    if not config.image_height:
+        raise ConfigError("pre-training needs an explicit image size (--image-size H W)")
     validate(config)
     if not MODELS[config.model].pretrainable:
         raise ConfigError(f"model {config.model!r} has no backbone to pre-train")
     train_split, val_split = datasets.open_split(config, "train"), datasets.open_split(config, "validation")
     recipe = Recipe(lambda: pretraining_model(config, len(train_split.class_names)), "image", None,
                     train_split.class_names, model_file=BACKBONE_FILE)
-    run_dir = make_run_dir(config)
-    config = dataclasses.replace(config, **dict(zip(("precision", "jit"), resolve_execution(config, recipe, log))))
-    (run_dir / "config.json").write_text(config.to_json())
-    train_recipe(config, recipe, run_dir, log, train_split, val_split)
+    preprocessor = ScanPreprocessor(views="image", image_size=(config.image_height, config.image_width),
+                                    normalisation=config.normalisation)
+    run_dir = start_run(config, recipe, preprocessor, train_split, val_split, log)
     log(f"Backbone for `tfbonemet fit --init-backbone`: {run_dir / BACKBONE_FILE}")
     return run_dir

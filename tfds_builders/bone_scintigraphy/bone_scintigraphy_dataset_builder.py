@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfbonemet.data import sources
-from tfbonemet.data.phantom import CLASS_NAMES
-from tfbonemet.data.pipeline import TASKS
+from tfbonemet.vocab import CLASS_NAMES
+from tfbonemet.vocab import TASKS
 from tfbonemet.data.splits import assign_splits
 from tfbonemet.errors import DataError
 from tfds_builders.build_options import BuildOptions, png16

@@ -1,19 +1,14 @@
-"""`tfbonemet fit`: data -> tf.data -> registered model -> run directory.
+"""`tfbonemet fit`: data -> ScanPreprocessor -> tf.data -> registered model -> run directory.
 
-A run directory holds model.keras (best epoch by validation AUC), config.json (the resolved
-configuration), history.csv, metrics.json (validation figures) and TensorBoard logs. While a
-run trains, backup/ holds the last finished epoch (weights, optimizer, epoch) so `resume`
+While a run trains, backup/ holds the last finished epoch (weights, optimizer, epoch) so `resume`
 continues a killed run; the training stream is a pure function of the seed, so the resumed run
-sees the batches the uninterrupted run would have seen.
+sees the batches the uninterrupted run would have seen. The finished run (tfbonemet.run) holds
+the best epoch by validation AUC and the decision threshold chosen on validation.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import datetime as dt
-import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -27,161 +22,21 @@ from tfbonemet import execution
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
-from tfbonemet.data.augment import make_augment
-from tfbonemet.data.pipeline import CROPS, TASKS, PipelineConfig, class_weights, input_names
-from tfbonemet.data.preprocess import NORMALISATIONS
+from tfbonemet.data.pipeline import BatchConfig, class_weights
 from tfbonemet.errors import ConfigError
-from tfbonemet.execution import JIT_MODES, PRECISIONS, STRATEGIES
-from tfbonemet.models import MODELS, build_model, finetune, input_convention
-from tfbonemet.models.registry import check_options
+from tfbonemet.io.atomic import save_model, write_json, write_text
+from tfbonemet.models import build_model, finetune, input_convention
+from tfbonemet.preprocessing import CROPS, ScanPreprocessor
+from tfbonemet.preprocessing.augment import make_augment
+from tfbonemet.run import CONFIG_JSON, PREPROCESSOR_JSON, load_keras_model, preprocessor_for, read_config
+from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, ValidationAUC,
+                                             diverged_error)
+from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history
+from tfbonemet.tasks.train.validation import MIN_IMAGE_SIDE, validate
+from tfbonemet.vocab import TASKS
 
-LOSSES = ("crossentropy", "focal")
-SAMPLINGS = ("natural", "balanced")
-LR_SCHEDULES = ("constant", "cosine")
-CHOICES = {"task": tuple(TASKS), "precision": PRECISIONS, "jit": JIT_MODES, "strategy": STRATEGIES,
-           "loss": LOSSES, "sampling": SAMPLINGS, "lr_schedule": LR_SCHEDULES, "model": tuple(sorted(MODELS)),
-           "normalisation": NORMALISATIONS, "crop": CROPS}
-FINISHED = ("model.keras", "metrics.json")
-
-
-def validate(config: FitConfig) -> None:
-    for name, choices in CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise ConfigError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(choices)}")
-    for name in ("epochs", "batch_size", "num_studies", "image_height", "image_width"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
-    for name in ("learning_rate", "finetune_lr_factor", "focal_gamma"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
-    if config.early_stopping < 0 or config.head_epochs < 0:
-        raise ConfigError("early_stopping and head_epochs must not be negative")
-    if config.head_epochs >= config.epochs and config.init_backbone:
-        raise ConfigError(f"head_epochs ({config.head_epochs}) must be below epochs ({config.epochs}) "
-                          f"to leave epochs for fine-tuning the unfrozen backbone")
-    if config.init_backbone and not Path(config.init_backbone).is_file():
-        raise ConfigError(f"backbone weight file {config.init_backbone} does not exist")
-    check_options(config.model, config.model_options)
-    datasets.check_source(config.data)
-    make_augment(config.augmentation, config.normalisation)
-
-
-def make_run_dir(config: FitConfig) -> Path:
-    """Create a fresh run directory under output_dir, failing clearly if that is not possible."""
-    root = Path(config.output_dir)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"output directory {root} exists and is a file")
-    name = config.run_name or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{config.model}"
-    run_dir = root / name
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir(exist_ok=False)
-    except FileExistsError:
-        raise ConfigError(f"run directory {run_dir} already exists; choose another --run-name "
-                          f"or continue it with --resume {run_dir}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    if not os.access(run_dir, os.W_OK):
-        raise ConfigError(f"run directory {run_dir} is not writable")
-    return run_dir
-
-
-class ValidationAUC(keras.callbacks.Callback):
-    """Adds `val_auc` (scikit-learn ROC AUC, one-vs-rest macro for multiclass) to each epoch's logs."""
-
-    def __init__(self, dataset, labels):
-        super().__init__()
-        self.dataset = dataset
-        self.labels = np.asarray(labels)
-
-    def on_epoch_end(self, epoch, logs=None):
-        probabilities = self.model.predict(self.dataset, verbose=0)
-        logs = logs if logs is not None else {}
-        logs["val_auc"] = metrics_lib.classification_metrics(self.labels, probabilities)["auc"]
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Early stopping on val_auc whose patience counter carries over a resume (seeded from history.csv)."""
-
-    def __init__(self, patience: int, history: list[dict]):
-        super().__init__(monitor="val_auc", mode="max", patience=patience)
-        self.history = history
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        scores = [float(row["val_auc"]) for row in self.history if row.get("val_auc") not in (None, "", "nan")]
-        if scores:
-            best = int(np.argmax(scores))
-            self.best, self.wait = scores[best], len(scores) - 1 - best
-
-
-class RandomStateBackup(keras.callbacks.Callback):
-    """Backs up the layers' random-generator states (dropout masks) beside BackupAndRestore's weights.
-
-    BackupAndRestore restores weights and optimizer but not SeedGenerator states, so a resumed
-    run would draw other dropout masks than the uninterrupted run. Listed before it, this writes
-    an epoch's states before that epoch's backup and keeps the previous epoch's as well, so a
-    kill between the two writes still finds the states matching the backup.
-    """
-
-    def __init__(self, backup_dir: Path):
-        super().__init__()
-        self.path = Path(backup_dir) / "random_state.json"
-
-    def states(self):
-        return [v for v in self.model.variables if v.name == "seed_generator_state"]
-
-    def saved(self) -> dict:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def on_train_begin(self, logs=None):
-        states = self.saved().get(str(backed_up_epoch(self.path.parent)))
-        if states is not None and len(states) == len(self.states()):
-            for variable, value in zip(self.states(), states):
-                variable.assign(np.asarray(value, dtype=variable.dtype))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = {k: v for k, v in self.saved().items() if int(k) == epoch}
-        write_json(self.path, {**kept, str(epoch + 1): [np.asarray(v).tolist() for v in self.states()]})
-
-
-def save_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
-
-
-def read_history(path: Path, before_epoch: int) -> list[dict]:
-    """history.csv rows of epochs before `before_epoch`, rewriting the file without later rows.
-
-    A run killed after logging an epoch but before backing it up repeats that epoch on resume;
-    dropping its row keeps one row per epoch.
-    """
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    kept = [row for row in rows if int(row["epoch"]) < before_epoch]
-    if len(kept) != len(rows):
-        with path.open("w", newline="") as fh:
-            if kept:
-                writer = csv.DictWriter(fh, fieldnames=list(kept[0]))
-                writer.writeheader()
-                writer.writerows(kept)
-    return kept
-
-
-def backed_up_epoch(backup_dir: Path) -> int | None:
-    """Epochs finished according to a BackupAndRestore directory (None if there is no backup)."""
-    meta = backup_dir / "training_metadata.json"
-    return json.loads(meta.read_text())["epoch"] if meta.exists() else None
+MAX_INPUT_PIXELS = 512 * 128  # per view: larger studies are read downsampled (fits 2 CPU cores)
+SIZE_MULTIPLE = 8  # three 2x poolings divide the input evenly
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +47,7 @@ class Recipe:
     """
 
     build: Callable[[], keras.Model]
-    views: str  # key of pipeline.VIEW_SETS
+    views: str  # key of vocab.VIEW_SETS
     task: str | None
     class_names: tuple[str, ...]
     model_file: str = "model.keras"
@@ -207,6 +62,25 @@ def fit_recipe(config: FitConfig) -> Recipe:
                            num_classes=len(class_names), **config.model_options)
     views = "two_view" if input_convention(config.model) == "two_view" else "anterior"
     return Recipe(build, views, config.task, class_names)
+
+
+def input_size(config: FitConfig, train_split: datasets.Split, log=print) -> tuple[int, int]:
+    """The model input size: as configured, else the data's typical (cropped) study size, never upsampled.
+
+    Studies larger than MAX_INPUT_PIXELS are read downsampled with their aspect ratio kept; sides
+    are rounded down to a multiple of SIZE_MULTIPLE.
+    """
+    if config.image_height:
+        return config.image_height, config.image_width
+    height, width = train_split.typical_size()
+    fy0, fx0, fy1, fx1 = CROPS[config.crop]
+    height, width = height * (fy1 - fy0), width * (fx1 - fx0)
+    shrink = min(1.0, math.sqrt(MAX_INPUT_PIXELS / (height * width)))
+    size = tuple(max(MIN_IMAGE_SIDE, int(side * shrink) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in (height, width))
+    log(f"Input size {size[0]}x{size[1]} per view, from the data's typical study size "
+        f"{int(height)}x{int(width)}{' after the crop' if config.crop != 'none' else ''} "
+        f"(set --image-size to override)")
+    return size
 
 
 @dataclasses.dataclass
@@ -248,25 +122,47 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
     `train_split`/`val_split` replace the configured source's splits (cross-validation folds).
     """
     validate(config)
-    run_dir = make_run_dir(config) if execution.is_chief() else Path(tempfile.mkdtemp(prefix="tfbonemet-worker-"))
+    train_split = train_split or datasets.open_split(config, "train")
+    val_split = val_split or datasets.open_split(config, "validation")
+    height, width = input_size(config, train_split, log)
+    config = dataclasses.replace(config, image_height=height, image_width=width)
     recipe = fit_recipe(config)
-    config = dataclasses.replace(config, **dict(zip(("precision", "jit"), resolve_execution(config, recipe, log))))
-    (run_dir / "config.json").write_text(config.to_json())
-    return train_recipe(config, recipe, run_dir, log, train_split, val_split)
+    preprocessor = preprocessor_for(config, recipe.views, (height, width))
+    return start_run(config, recipe, preprocessor, train_split, val_split, log)
+
+
+def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split, log) -> Path:
+    """Create the run directory, record the resolved configuration, train; a run that fails before its
+    first epoch is finished is removed again."""
+    chief = execution.is_chief()
+    if chief:
+        run_dir = make_run_dir(config)
+    else:
+        run_dir = Path(tempfile.mkdtemp(prefix="tfbonemet-worker-"))  # non-chief workers write nowhere shared
+    try:
+        precision, jit = resolve_execution(config, recipe, log)
+        config = dataclasses.replace(config, precision=precision, jit=jit)
+        write_text(run_dir / CONFIG_JSON, config.to_json())
+        write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
+        return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+    except BaseException:
+        if not chief or not (run_dir / "history.csv").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def resume(run_dir, log=print, train_split: datasets.Split | None = None,
            val_split: datasets.Split | None = None) -> Path:
-    """Continue a killed run from its last backed-up epoch, with the configuration it started with."""
+    """Continue a killed run from its last backed-up epoch, with the configuration and preprocessor it started with."""
+    from tfbonemet.run import read_preprocessor
+
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    config = read_config(run_dir)
     if all((run_dir / name).exists() for name in FINISHED):
         raise ConfigError(f"run {run_dir} has already finished")
-    config = resolved_config(run_dir)
-    validate(config)
     log(f"Resuming {run_dir}")
-    return train_recipe(config, fit_recipe(config), run_dir, log, train_split, val_split)
+    return train_recipe(config, fit_recipe(config), read_preprocessor(run_dir, config), run_dir, log,
+                        train_split, val_split)
 
 
 def resolve_execution(config: FitConfig, recipe: Recipe, log) -> tuple[str, str]:
@@ -277,8 +173,8 @@ def resolve_execution(config: FitConfig, recipe: Recipe, log) -> tuple[str, str]
     return precision, "on" if jit else "off"
 
 
-def train_recipe(config: FitConfig, recipe: Recipe, run_dir: Path, log, train_split: datasets.Split | None = None,
-                 val_split: datasets.Split | None = None) -> Path:
+def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, run_dir: Path, log,
+                 train_split: datasets.Split | None = None, val_split: datasets.Split | None = None) -> Path:
     """Train into `run_dir` (continuing from its backups, if any) and write the model and metrics."""
     keras.utils.set_random_seed(config.seed)
     strategy = execution.make_strategy(config.strategy)
@@ -286,13 +182,16 @@ def train_recipe(config: FitConfig, recipe: Recipe, run_dir: Path, log, train_sp
     train_split = train_split or datasets.open_split(config, "train")
     val_split = val_split or datasets.open_split(config, "validation")
     if len(train_split) == 0 or len(val_split) == 0:
-        raise ConfigError(f"too few studies ({config.num_studies}) for a train/validation split")
+        raise ConfigError(f"too few studies ({len(train_split)} train, {len(val_split)} validation) for training")
     num_classes = len(recipe.class_names)
     y_train, y_val = train_split.task_labels(recipe.task), val_split.task_labels(recipe.task)
-    pipeline = PipelineConfig.for_run(config, recipe.views, batch_size=config.batch_size * replicas,
-                                      deterministic=config.deterministic, balanced=config.sampling == "balanced")
-    steps = math.ceil(len(y_train) / pipeline.batch_size)
-    val_ds = val_split.batches(pipeline, training=False, task=recipe.task)
+    if config.batch_size * replicas > len(y_train):
+        raise ConfigError(f"batch size {config.batch_size * replicas} is larger than the {len(y_train)} training "
+                          f"studies; use --batch-size {max(1, len(y_train) // replicas)} or less")
+    batching = BatchConfig(batch_size=config.batch_size * replicas, deterministic=config.deterministic,
+                           balanced=config.sampling == "balanced")
+    steps = math.ceil(len(y_train) / batching.batch_size)
+    val_ds = val_split.batches(preprocessor, batching, training=False, task=recipe.task)
     augment = make_augment(config.augmentation, config.normalisation)
     weights = None
     if config.class_weighting and config.sampling == "natural":
@@ -302,21 +201,27 @@ def train_recipe(config: FitConfig, recipe: Recipe, run_dir: Path, log, train_sp
         model = recipe.build()
         if config.init_backbone:
             finetune.load_backbone_weights(model, config.init_backbone)
-            log(f"Loaded pre-trained backbone weights from {config.init_backbone}")
+            log(f"Loaded pre-trained backbone weights from {Path(config.init_backbone).name}")
         log(f"Training {config.model} ({model.count_params():,} parameters) on {len(y_train)} studies, "
-            f"validating on {len(y_val)}; inputs {', '.join(input_names(recipe.views))} "
+            f"validating on {len(y_val)}; inputs {', '.join(preprocessor.input_names)} "
             f"{config.image_height}x{config.image_width}; precision {config.precision}, XLA {config.jit}; "
-            f"{replicas} replica(s), global batch {pipeline.batch_size}"
+            f"{replicas} replica(s), global batch {batching.batch_size}"
             + (f"; augmentation {config.augmentation}" if augment else "")
-            + ("; class-balanced sampling" if pipeline.balanced else ""))
+            + ("; class-balanced sampling" if batching.balanced else ""))
         for stage in stages(config):
-            _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights,
-                         steps, log)
-    return _finish(recipe, run_dir, model, val_ds, y_val, log)
+            diverged = _train_stage(model, config, recipe, stage, run_dir, preprocessor, batching, train_split,
+                                    val_ds, y_val, augment, weights, steps, log)
+            if diverged is not None:
+                if not (run_dir / "best.keras").exists():
+                    raise diverged_error(diverged)
+                log(f"Warning: {diverged_error(diverged)}")
+                break
+    return _finish(config, recipe, run_dir, model, val_ds, y_val, log)
 
 
-def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, val_ds, y_val, augment, weights, steps,
-                 log):
+def _train_stage(model, config, recipe, stage, run_dir, preprocessor, batching, train_split, val_ds, y_val, augment,
+                 weights, steps, log) -> int | None:
+    """Train one stage; returns the epoch at which the model diverged, if it did."""
     backup_dir = run_dir / "backup" / stage.name
     start = backed_up_epoch(backup_dir)
     start = stage.first_epoch if start is None else start
@@ -331,15 +236,16 @@ def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, v
         log(f"Stage {stage.name}: epochs {stage.first_epoch + 1}-{stage.last_epoch}, "
             f"learning rate {stage.learning_rate:g}, backbone {'frozen' if stage.frozen_backbone else 'trainable'}")
     compile_model(model, config, stage, steps, config.jit == "on")
-    train_ds = train_split.batches(pipeline, training=True, task=recipe.task, augment=augment, seed=config.seed,
-                                   repeat=True, skip_batches=(start - stage.first_epoch) * steps)
+    train_ds = train_split.batches(preprocessor, batching, training=True, task=recipe.task, augment=augment,
+                                   seed=config.seed, repeat=True, skip_batches=(start - stage.first_epoch) * steps)
     if config.loss == "focal":
         num_classes = len(recipe.class_names)
         train_ds = train_ds.map(lambda x, y, *rest: (x, keras.ops.one_hot(y, num_classes), *rest))
         val_ds = val_ds.map(lambda x, y: (x, keras.ops.one_hot(y, num_classes)))
     scores = [float(row["val_auc"]) for row in history if row.get("val_auc") not in (None, "", "nan")]
+    validation = ValidationAUC(val_ds, y_val)
     callbacks = [
-        ValidationAUC(val_ds, y_val),
+        validation,
         keras.callbacks.ModelCheckpoint(run_dir / "best.keras", monitor="val_auc", mode="max", save_best_only=True,
                                         initial_value_threshold=max(scores) if scores else None),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -353,27 +259,38 @@ def _train_stage(model, config, recipe, stage, run_dir, pipeline, train_split, v
     model.fit(train_ds, validation_data=val_ds, epochs=stage.last_epoch, initial_epoch=stage.first_epoch,
               steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
+    return validation.diverged_at
 
 
-def _finish(recipe, run_dir, model, val_ds, y_val, log) -> Path:
+def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
+    """The best epoch becomes model.keras, then metrics.json with the operating threshold; only then are
+    best.keras and the backups removed, so a kill at any point leaves the best model recoverable."""
     best_path = run_dir / "best.keras"
     if best_path.exists():
-        model = keras.models.load_model(best_path)
-        best_path.unlink()
-    save_atomic(model, run_dir / recipe.model_file)
-    probabilities = model.predict(val_ds, verbose=0)
+        model = load_keras_model(best_path)
+    save_model(model, run_dir / recipe.model_file)
+    probabilities = np.asarray(model.predict(val_ds, verbose=0), np.float64)
     figures = metrics_lib.classification_metrics(y_val, probabilities)
     with (run_dir / "history.csv").open(newline="") as fh:
-        epochs_run = sum(1 for _ in csv.DictReader(fh))
-    write_json(run_dir / "metrics.json", {"split": "validation", "task": recipe.task, "epochs_run": epochs_run,
-                                          "classes": list(recipe.class_names), **figures})
+        epochs_run = max(0, sum(1 for _ in fh) - 1)
+    payload = {"split": "validation", "task": recipe.task, "epochs_run": epochs_run,
+               "classes": list(recipe.class_names), **figures}
+    if probabilities.shape[1] == 2 and len(np.unique(y_val)) == 2:
+        threshold = metrics_lib.operating_threshold(y_val, probabilities[:, 1], config.threshold_rule,
+                                                    config.target_sensitivity)
+        payload["operating_point"] = {
+            "threshold": threshold, "rule": config.threshold_rule, "chosen_on": "validation",
+            **({"target_sensitivity": config.target_sensitivity} if config.threshold_rule == "sensitivity" else {}),
+            "figures": metrics_lib.binary_metrics(y_val, probabilities[:, 1], threshold)}
+    write_json(run_dir / "metrics.json", payload)
+    best_path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     log("Validation: " + ", ".join(f"{k} {figures[k]:.3f}" for k in
                                    ("accuracy", "precision", "recall", "specificity", "f1", "auc")))
+    if "operating_point" in payload:
+        point = payload["operating_point"]
+        log(f"Operating threshold {point['threshold']:.3f} ({point['rule']} on validation): "
+            f"F1 {point['figures']['f1']:.3f}, recall {point['figures']['recall']:.3f}, "
+            f"specificity {point['figures']['specificity']:.3f}")
     log(f"Run directory: {run_dir}")
     return run_dir
-
-
-def resolved_config(run_dir: Path) -> FitConfig:
-    """The configuration a run was trained with."""
-    return FitConfig(**json.loads((Path(run_dir) / "config.json").read_text()))

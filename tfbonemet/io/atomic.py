@@ -1,0 +1,140 @@
+"""Writing files so that nothing is half-written and everything is readable by others.
+
+Every file goes to a temporary name in its own folder and is renamed into place (an atomic step
+on one file system), so a killed process leaves either the old file or the new one. Files get
+0644 and folders 0755 whatever the umask of tempfile's 0600/0700 defaults: a model server
+running as another user must be able to read an export.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tfbonemet.errors import ConfigError
+
+FILE_MODE, DIR_MODE = 0o644, 0o755
+PART = ".part"  # suffix of files being written; a later run removes the ones a killed run left
+
+
+def _fail(path: Path, exc: OSError):
+    reason = exc.strerror or type(exc).__name__
+    raise ConfigError(f"cannot write {path}: {reason}") from None
+
+
+def make_dir(path, exist_ok: bool = True) -> Path:
+    """Create a folder (and its parents) with mode 0755; a clear error when that is impossible."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok, mode=DIR_MODE)
+        os.chmod(path, DIR_MODE)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        _fail(path, exc)
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"cannot write {path}: folder is not writable")
+    return path
+
+
+def write_bytes(path, data: bytes) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{PART}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True) if tmp.parent.exists() else None
+        _fail(path, exc)
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
+
+
+def write_json(path, payload) -> Path:
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    """numpy scalars and arrays, Paths -> JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def save_model(model, path) -> Path:
+    """model.save to a temporary .keras name, then rename (Keras needs the .keras suffix)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{PART}.keras")
+    try:
+        model.save(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(path, exc)
+    return path
+
+
+def staging_dir(parent, prefix: str) -> Path:
+    """A hidden, readable temporary folder `<prefix><pid>.<random>` inside `parent`, renamed into place
+    when complete; `remove_stale` deletes those whose process has gone."""
+    parent = make_dir(parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=parent))
+        os.chmod(staging, DIR_MODE)
+    except OSError as exc:
+        _fail(parent, exc)
+    return staging
+
+
+def publish_dir(staging: Path, target: Path) -> Path:
+    """Rename a complete staging folder into place, making every file and folder in it readable."""
+    for root, dirs, files in os.walk(staging):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), DIR_MODE)
+        for name in files:
+            os.chmod(os.path.join(root, name), FILE_MODE)
+    os.chmod(staging, DIR_MODE)
+    os.rename(staging, target)
+    return target
+
+
+def remove_stale(parent, pattern: str) -> list[Path]:
+    """Delete what killed processes left in `parent` (staging folders, .part files) matching `pattern`."""
+    parent = Path(parent)
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for stale in parent.glob(pattern):
+        if _owner_alive(stale):
+            continue
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _owner_alive(path: Path) -> bool:
+    """True when the path names a running process (`.name.<pid>.…`): ours, or another one's."""
+    for part in path.name.split("."):
+        if part.isdigit():
+            if int(part) == os.getpid():
+                return True
+            try:
+                os.kill(int(part), 0)
+                return True
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+    return False

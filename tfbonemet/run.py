@@ -1,0 +1,173 @@
+"""Run: what `fit` leaves behind and every other task loads — config, preprocessor, model, threshold, metrics.
+
+A run directory holds config.json (the resolved FitConfig), preprocessor.json (the
+ScanPreprocessor the model was trained behind), model.keras, metrics.json (validation figures and
+the operating threshold chosen on validation), history.csv and TensorBoard logs. Evaluate, cv,
+explain, export and predict all go through `Run.load`, so they prepare a study exactly as
+training did and label it with the same threshold.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tfbonemet.config import FitConfig, resolve
+from tfbonemet.errors import ConfigError, ModelError
+from tfbonemet.preprocessing import ScanPreprocessor
+from tfbonemet.vocab import TASKS, model_input_names
+
+CONFIG_JSON, PREPROCESSOR_JSON, MODEL_FILE, METRICS_JSON = "config.json", "preprocessor.json", "model.keras", \
+    "metrics.json"
+
+
+def read_config(run_dir) -> FitConfig:
+    """The configuration a run was trained with; a damaged config.json is one clear error."""
+    path = Path(run_dir) / CONFIG_JSON
+    try:
+        values = json.loads(path.read_text())
+        config = FitConfig(**values)
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_JSON})") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+    from tfbonemet.tasks.train.validation import validate  # the same checks fit applies
+
+    validate(config, where=str(path))
+    return config
+
+
+def load_keras_model(path: Path):
+    """A .keras file in safe mode, with tfbonemet's custom layers registered first."""
+    import keras
+
+    import tfbonemet.models.layers  # noqa: F401  (registers ViewAggregation and the attention layers)
+
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as exc:  # keras raises many types for a corrupt or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load model {path}: not a readable Keras model file ({first})") from None
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained model with everything that decides how it reads a study and calls a result."""
+
+    config: FitConfig
+    preprocessor: ScanPreprocessor
+    model_path: Path
+    path: Path | None = None  # the run directory (None for a bare .keras file)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    _model: object = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(TASKS[self.config.task])
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_keras_model(self.model_path)
+            self._check_model()
+        return self._model
+
+    @property
+    def threshold(self) -> float | None:
+        """The stored decision threshold on P(metastasis) for binary runs (0.5 if none was chosen)."""
+        if len(self.classes) != 2:
+            return None
+        return float(self.metrics.get("operating_point", {}).get("threshold", 0.5))
+
+    def labels_of(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class indices: P(metastasis) >= the stored threshold for binary runs, argmax otherwise."""
+        return decide(probabilities, self.threshold)
+
+    def _check_model(self) -> None:
+        names = model_input_names(self._model)
+        if sorted(names) != sorted(self.preprocessor.input_names):
+            raise ModelError(f"{self.model_path} takes inputs {names} but its preprocessor feeds "
+                             f"{list(self.preprocessor.input_names)}")
+        size = tuple(self._model.inputs[0].shape[1:3])
+        if size != self.preprocessor.image_size:
+            raise ModelError(f"{self.model_path} takes {size[0]}x{size[1]} images but its preprocessor makes "
+                             f"{self.preprocessor.image_size[0]}x{self.preprocessor.image_size[1]}")
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path, data_options: dict | None = None) -> "Run":
+        """A run directory, or a bare .keras file plus data options (its preprocessor from its input shape)."""
+        path = Path(path)
+        if path.is_dir():
+            model_path = path / MODEL_FILE
+            if not model_path.is_file():
+                raise ModelError(f"{model_path} is missing; is {path} a finished run directory from `tfbonemet fit`?")
+            config = read_config(path)
+            if data_options:
+                config = dataclasses.replace(config, **{k: v for k, v in data_options.items() if v is not None})
+            return cls(config, read_preprocessor(path, config), model_path, path, read_metrics(path))
+        if path.suffix == ".keras" and path.is_file():
+            if path.name == MODEL_FILE and (path.parent / CONFIG_JSON).is_file():
+                return cls.load(path.parent, data_options)
+            return cls.from_model_file(path, data_options)
+        if not path.exists():
+            raise ModelError(f"{path}: no such run directory or model file")
+        raise ModelError(f"{path} is neither a run directory nor a .keras model file")
+
+    @classmethod
+    def from_model_file(cls, path: Path, data_options: dict | None = None) -> "Run":
+        """A bare .keras model: task from its outputs, views from its inputs, default preprocessing."""
+        from tfbonemet.models import MODELS
+
+        model = load_keras_model(path)
+        names = model_input_names(model)
+        views = "two_view" if {"anterior", "posterior"} <= set(names) else "anterior"
+        height, width = (int(v) for v in model.inputs[0].shape[1:3])
+        num_outputs = model.outputs[0].shape[-1]
+        task = next((t for t, c in TASKS.items() if len(c) == num_outputs), None)
+        if task is None:
+            raise ModelError(f"{path} outputs {num_outputs} classes; no task has that many")
+        known = {"model": model.name} if model.name in MODELS else {}
+        config = resolve(overrides={**(data_options or {}), **known, "task": task, "image_height": height,
+                                    "image_width": width})
+        run = cls(config, preprocessor_for(config, views, (height, width)), path, None, {})
+        run._model = model
+        run._check_model()
+        return run
+
+
+def preprocessor_for(config: FitConfig, views: str, image_size) -> ScanPreprocessor:
+    """The preprocessor a configuration trains with, at a resolved input size."""
+    return ScanPreprocessor(views=views, image_size=image_size, crop=config.crop, normalisation=config.normalisation)
+
+
+def read_preprocessor(run_dir: Path, config: FitConfig) -> ScanPreprocessor:
+    path = Path(run_dir) / PREPROCESSOR_JSON
+    try:
+        return ScanPreprocessor.from_config(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing; the run was not finished by this version of tfbonemet") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+
+
+def read_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / METRICS_JSON
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+
+
+def decide(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class indices from probabilities: a binary threshold on the positive class, else argmax."""
+    probabilities = np.asarray(probabilities)
+    if threshold is None or probabilities.shape[-1] != 2:
+        return probabilities.argmax(axis=-1)
+    return (probabilities[..., 1] >= threshold).astype(np.int64)
+
+

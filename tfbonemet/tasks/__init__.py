@@ -1,0 +1,1 @@
+"""Tasks: what the CLI commands do — train, evaluate, cv, pretrain, explain, export, predict."""

@@ -1,0 +1,1 @@
+"""Training: validation of a config, the run directory, callbacks and the trainer."""

@@ -1,0 +1,88 @@
+"""Keras callbacks of a training run: validation AUC, resumable early stopping, random-state backup."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfbonemet import metrics as metrics_lib
+from tfbonemet.errors import ConfigError
+from tfbonemet.io.atomic import write_json
+from tfbonemet.tasks.train.run_dir import backed_up_epoch
+
+
+class ValidationAUC(keras.callbacks.Callback):
+    """Adds `val_auc` (scikit-learn ROC AUC, one-vs-rest macro for multiclass) to each epoch's logs.
+
+    A diverged model (NaN probabilities) stops training with a clear message; the best checkpoint
+    written so far is kept.
+    """
+
+    def __init__(self, dataset, labels):
+        super().__init__()
+        self.dataset = dataset
+        self.labels = np.asarray(labels)
+        self.diverged_at = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        probabilities = self.model.predict(self.dataset, verbose=0)
+        logs = logs if logs is not None else {}
+        if not np.all(np.isfinite(probabilities)):
+            self.diverged_at = epoch
+            self.model.stop_training = True
+            logs["val_auc"] = float("nan")
+            return
+        logs["val_auc"] = metrics_lib.classification_metrics(self.labels, probabilities)["auc"]
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on val_auc whose patience counter carries over a resume (seeded from history.csv)."""
+
+    def __init__(self, patience: int, history: list[dict]):
+        super().__init__(monitor="val_auc", mode="max", patience=patience)
+        self.history = history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        scores = [float(row["val_auc"]) for row in self.history if row.get("val_auc") not in (None, "", "nan")]
+        if scores:
+            best = int(np.argmax(scores))
+            self.best, self.wait = scores[best], len(scores) - 1 - best
+
+
+class RandomStateBackup(keras.callbacks.Callback):
+    """Backs up the layers' random-generator states (dropout masks) beside BackupAndRestore's weights.
+
+    BackupAndRestore restores weights and optimizer but not SeedGenerator states, so a resumed
+    run would draw other dropout masks than the uninterrupted run. Listed before it, this writes
+    an epoch's states before that epoch's backup and keeps the previous epoch's as well, so a
+    kill between the two writes still finds the states matching the backup.
+    """
+
+    def __init__(self, backup_dir: Path):
+        super().__init__()
+        self.path = Path(backup_dir) / "random_state.json"
+
+    def states(self):
+        return [v for v in self.model.variables if v.name == "seed_generator_state"]
+
+    def saved(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def on_train_begin(self, logs=None):
+        states = self.saved().get(str(backed_up_epoch(self.path.parent)))
+        if states is not None and len(states) == len(self.states()):
+            for variable, value in zip(self.states(), states):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = {k: v for k, v in self.saved().items() if int(k) == epoch}
+        write_json(self.path, {**kept, str(epoch + 1): [np.asarray(v).tolist() for v in self.states()]})
+
+
+def diverged_error(epoch: int) -> ConfigError:
+    return ConfigError(f"training diverged at epoch {epoch + 1} (the model's outputs became NaN); "
+                       f"lower --learning-rate. The best epoch before that was kept")
