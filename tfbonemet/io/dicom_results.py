@@ -184,19 +184,19 @@ def label_view(rgb: np.ndarray, view: str, caption: str = "") -> np.ndarray:
     return np.asarray(canvas)
 
 
-def overlay_captures(source: Dataset, overlays: dict[str, np.ndarray], caption: str = "",
-                     deidentify: bool = False, salt: str | None = None,
-                     frames: dict[str, int] | None = None) -> list[hd.sc.SCImage]:
-    """One RGB Secondary Capture per view (anterior, posterior) in one new series.
+def overlay_captures(overlays: dict[str, np.ndarray], sources: dict[str, tuple[Dataset, int]], caption: str = "",
+                     deidentify: bool = False, salt: str | None = None) -> list[hd.sc.SCImage]:
+    """One RGB Secondary Capture per view, all in one new series.
 
-    `overlays` maps a view to its CAM overlay (uint8 RGB in the view's own pixel grid); the
-    captures get the view name, R/L markers and `caption` burned in, Patient Orientation for the
-    view, and a Source Image reference to `source` (and its frame, from `frames`, if multi-frame).
+    `overlays` maps a view to its CAM overlay (uint8 RGB in the view's own pixel grid), `sources`
+    maps it to (source image, 1-based frame). Each capture gets the view name, R/L markers and
+    `caption` burned in, Patient Orientation for the view, and a Source Image reference.
     """
-    [target] = _targets([source], deidentify, salt)
     series = generate_uid()
     out = []
     for number, (view, rgb) in enumerate(overlays.items(), start=1):
+        source, frame = sources[view]
+        [target] = _targets([source], deidentify, salt)
         pixels = label_view(rgb, view, caption)
         factor = pixels.shape[1] // np.asarray(rgb).shape[1]
         spacing = target.get("PixelSpacing")
@@ -215,8 +215,8 @@ def overlay_captures(source: Dataset, overlays: dict[str, np.ndarray], caption: 
         capture.ImageComments = "Model explanation heat map; not for diagnosis on its own."
         reference = Dataset()
         reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = target.SOPClassUID, target.SOPInstanceUID
-        if frames and view in frames and int(target.get("NumberOfFrames", 1) or 1) > 1:
-            reference.ReferencedFrameNumber = frames[view]
+        if int(target.get("NumberOfFrames", 1) or 1) > 1:
+            reference.ReferencedFrameNumber = frame
         capture.SourceImageSequence = [reference]
         _copy_study(capture, target)
         out.append(capture)

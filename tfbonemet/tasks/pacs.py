@@ -1,0 +1,117 @@
+"""The PACS round trip: fetch a study's NM images over DICOMweb, predict, store the result back.
+
+The images go through the same reader and runner as `tfbonemet predict` on files (they are
+written to a private temporary folder, removed afterwards), so a study gives the same number from
+a PACS as from disk. The result goes back as a Structured Report, plus one CAM overlay per view
+with `explain`, into the source study (or a pseudonymous one with `deidentify`).
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from tfbonemet.errors import ModelError
+from tfbonemet.io import dicom_results, dicomweb
+from tfbonemet.vocab import IMAGE, POSITIVE_CLASS
+
+EXPLAIN_METHOD = "gradcam"
+_MODEL_FILES = ("model.keras", "saved_model.pb")
+
+
+def model_identity(runner, model_path) -> tuple[str, str]:
+    """(name, version) for the report: the registered model name (else the file name), and the package
+    version with a digest of the weights file, so a report names exactly the model that wrote it."""
+    path = Path(model_path)
+    run = getattr(runner, "run", None)
+    name = getattr(getattr(run, "config", None), "model", None) or (path.stem if path.is_file() else path.name)
+    weights = path if path.is_file() else next((path / f for f in _MODEL_FILES if (path / f).is_file()), None)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights else "unknown"
+    try:
+        version = metadata.version("tfbonemet")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return name, f"tfbonemet {version} weights sha256:{digest}"
+
+
+def _source_views(paths: list[Path], datasets: list) -> dict[str, tuple[object, int]]:
+    """view -> (source dataset, 1-based frame), read from the headers by the package's DICOM reader."""
+    from tfbonemet.data.dicom import read_views
+
+    found = {}
+    for path, ds in zip(paths, datasets):
+        for frame, view in enumerate(read_views(path), start=1):  # the reader yields views in frame order
+            found.setdefault(view, (ds, frame))
+    return found
+
+
+def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = False, deidentify: bool = False,
+               salt: str | None = None, runner=None, client=None, log=print) -> dict:
+    """Retrieve (WADO-RS) one study's NM images, predict, store (STOW-RS) an SR (+ overlays) back.
+
+    Returns a summary without identifiers: label, class probabilities, threshold, what was stored
+    and the seconds each step took. `runner`/`client` may be passed in to reuse them across studies.
+    """
+    from tfbonemet.tasks.predict import StudyFiles, load_runner, load_study
+
+    timings = {}
+    start = time.perf_counter()
+    runner = runner or load_runner(model_path)
+    if explain and getattr(runner, "kind", None) != "keras":
+        raise ModelError(f"--explain needs the Keras model (run directory or .keras), not a {runner.kind} model")
+    client = client or dicomweb.connect(url)
+    sources = dicomweb.retrieve_nm(client, study_instance_uid)
+    timings["retrieve_s"] = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="tfbonemet-pacs-") as tmp:  # 0700, only this user reads the scan
+        paths = []
+        for number, ds in enumerate(sources):
+            paths.append(Path(tmp) / f"{number:05d}.dcm")
+            ds.save_as(paths[-1], enforce_file_format=True)
+        [(key, views), *more] = load_study(StudyFiles("dicom", paths, study_instance_uid), runner.info, salt)
+        if more:
+            raise ModelError(f"the study holds {len(more) + 1} separate images for this single-view model; "
+                             f"the PACS round trip reports one result per study")
+        overlay_sources = _source_views(paths, sources) if explain else {}
+    step = time.perf_counter()
+    probabilities = np.asarray(runner.predict([views]))[0]
+    label = runner.info.classes[int(runner.info.label(probabilities[np.newaxis])[0])]
+    timings["predict_s"] = time.perf_counter() - step
+    name, version = model_identity(runner, model_path)
+    threshold = runner.info.threshold
+    result = dicom_results.ModelResult(tuple(runner.info.classes), tuple(float(p) for p in probabilities), label,
+                                       0.5 if threshold is None and len(probabilities) == 2 else threshold,
+                                       name, version)
+    outputs = [dicom_results.structured_report(sources, result, deidentify=deidentify, salt=salt)]
+    if explain:
+        step = time.perf_counter()
+        outputs += _overlays(runner, views, overlay_sources, result, deidentify, salt)
+        timings["explain_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    stored = dicomweb.store(client, outputs)
+    timings["store_s"] = time.perf_counter() - step
+    timings["total_s"] = time.perf_counter() - start
+    summary = {"study": key, "label": label, **{f"p_{c}": round(float(p), 6) for c, p in
+                                                  zip(runner.info.classes, probabilities)},
+               "threshold": result.threshold, "model": name, "images_read": len(sources), "stored": stored,
+               "stored_study": "pseudonymous" if deidentify else "source",
+               **{k: round(v, 3) for k, v in timings.items()}}
+    log(f"{key}: {label} ({', '.join(f'P({c})={p:.3f}' for c, p in zip(runner.info.classes, probabilities))}); "
+        f"stored {stored} result instance{'s' if stored != 1 else ''} in the {summary['stored_study']} study")
+    return summary
+
+
+def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deidentify: bool, salt) -> list:
+    """One labelled CAM overlay per view, as Secondary Captures (one series) referencing the source frames."""
+    from tfbonemet.tasks.explain import explain_studies, overlay_rgb
+
+    target = POSITIVE_CLASS if POSITIVE_CLASS in result.classes else result.label
+    [explanation] = explain_studies(runner.run, [views], ["study"], EXPLAIN_METHOD, target)
+    # a single-view model fed a lone image that names no view: the overlay keeps the source's "image"
+    overlays = {(view if view in sources else IMAGE): overlay_rgb(explanation.views[view], explanation.maps[view])
+                for view in explanation.maps}
+    caption = f"{EXPLAIN_METHOD} P({target})={explanation.probability:.2f}"
+    return dicom_results.overlay_captures(overlays, sources, caption, deidentify=deidentify, salt=salt)
