@@ -23,7 +23,7 @@ class Primitives:
 
     parts: list = dataclasses.field(default_factory=list)  # part names
     sites: list = dataclasses.field(default_factory=list)  # part -> metastasis/mimic site group
-    seg: list = dataclasses.field(default_factory=list)  # rows: part ax ay bx by ra rb ua ub da db slab prof cap_a cap_b
+    seg: list = dataclasses.field(default_factory=list)  # arrays of rows: part ax ay bx by ra rb ua ub da db slab prof cap_a cap_b
     ell: list = dataclasses.field(default_factory=list)  # rows: part cx cy a b angle u d slab prof
     landmarks: dict = dataclasses.field(default_factory=dict)  # name -> (x, y, depth) in mm
 
@@ -38,9 +38,10 @@ class Primitives:
         n = len(pts)
         r, u, d = (np.broadcast_to(np.asarray(v, float), (n,)) for v in (radius, uptake, depth))
         part = self._part(name, site)
-        for i in range(n - 1):
-            self.seg.append((part, *pts[i], *pts[i + 1], r[i], r[i + 1], u[i], u[i + 1], d[i], d[i + 1],
-                             slab, profile, i == 0, i == n - 2))
+        first = np.arange(n - 1)
+        self.seg.append(np.column_stack([np.full(n - 1, part), pts[:-1], pts[1:], r[:-1], r[1:], u[:-1], u[1:],
+                                         d[:-1], d[1:], np.full(n - 1, slab), np.full(n - 1, profile),
+                                         first == 0, first == n - 2]))
         return part
 
     def ellipse(self, name, site, center, axes, uptake, depth, slab, profile=CHORD, angle=0.0):
@@ -49,9 +50,9 @@ class Primitives:
         return part
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        seg = np.array(self.seg, float).reshape(-1, 15)
-        ell = np.array(self.ell, float).reshape(-1, 10)
-        return seg, ell
+        """(segments, ellipses) as float arrays; a fresh copy on every call."""
+        seg = np.concatenate(self.seg).astype(float) if self.seg else np.empty((0, 15))
+        return seg, np.array(self.ell, float).reshape(-1, 10)
 
     def part_ids(self, prefix: str) -> list[int]:
         return [i for i, (n, s) in enumerate(zip(self.parts, self.sites)) if s == prefix or n.startswith(prefix)]
@@ -71,8 +72,8 @@ def skeleton(rng: np.random.Generator, habitus: dict) -> Primitives:
     """One patient's skeleton: proportions, arm pose, spinal curvature and uptake vary per patient."""
     p = Primitives()
     trunk, neck, limb, head = habitus["trunk_mm"], 0.6 * habitus["trunk_mm"], 110.0, 190.0
-    shoulder = rng.uniform(155, 185)
-    arm_out = rng.uniform(5, 35)
+    shoulder = rng.uniform(150, 180)
+    arm_out = rng.uniform(0, 25)
     hip = rng.uniform(88, 105)
     age = habitus["age"]  # 0 young (bright growth plates) .. 1 old (faint)
     physis = 1.0 + 0.4 * (1.0 - age)

@@ -68,7 +68,9 @@ def point_on(p: Primitives, seg: np.ndarray, ell: np.ndarray, part: int, rng, sp
     return np.array([r[1] + q * r[3] * np.cos(angle), r[2] + q * r[4] * np.sin(angle)]), float(r[7])
 
 
-def draw(rng: np.random.Generator, label: int, p: Primitives, diff: Difficulty) -> Findings:
+def draw(rng: np.random.Generator, mimic_rng: np.random.Generator, label: int, p: Primitives,
+         diff: Difficulty) -> Findings:
+    """The class's findings from `rng`, then mimics from `mimic_rng` (so they do not depend on the class)."""
     seg, ell = p.arrays()
     out = Findings()
     name = CLASS_NAMES[label]
@@ -86,7 +88,7 @@ def draw(rng: np.random.Generator, label: int, p: Primitives, diff: Difficulty) 
         for s in (-1.0, 1.0):
             out.items.append(Finding("thyroid", "neck", np.array([s * rng.uniform(12, 20), y + rng.normal(0, 3)]), 0.15,
                                      rng.uniform(8.0, 13.0), rng.uniform(0.5, 2.0), "hot", False))
-    _mimics(rng, p, seg, ell, diff, out)
+    _mimics(mimic_rng, p, seg, ell, diff, out)
     return out
 
 

@@ -103,7 +103,9 @@ class BoneScanPhantom:
               noise: bool = True) -> PhantomStudy:
         """Render study `index`. `patient` lets several studies share one body (follow-up scans);
         `noise=False` gives the expected counts (for tests of where findings lie)."""
+        # separate streams: the same index with another label keeps its body, mimics and acquisition
         rng = np.random.default_rng([self.seed, int(index)])
+        class_rng, mimic_rng, acq_rng = (np.random.default_rng([self.seed, int(index), k]) for k in range(3))
         if label is None:
             label = int(rng.choice(len(CLASS_NAMES), p=self.class_probs))
         patient = int(index if patient is None else patient)
@@ -111,13 +113,13 @@ class BoneScanPhantom:
         habitus = _habitus(body_rng)
         skeleton = anatomy.skeleton(body_rng, habitus)
         outline = anatomy.body(habitus, skeleton.landmarks)
-        found = findings.draw(rng, int(label), skeleton, self.difficulty)
+        found = findings.draw(class_rng, mimic_rng, int(label), skeleton, self.difficulty)
         posture = acquisition.Posture(self.shape, self.pixel_mm, habitus["scale"], habitus["shift_x_mm"],
                                       habitus["shift_y_mm"], habitus["tilt"])
-        expected, mask = self._expected(rng, habitus, skeleton, outline, found, posture)
-        total = np.clip(self.counts_per_view * self.difficulty.count_factor * rng.lognormal(0, 0.35),
+        total = np.clip(self.counts_per_view * self.difficulty.count_factor * acq_rng.lognormal(0, 0.35),
                         *acquisition.CLINICAL_COUNTS)
-        anterior, posterior = acquisition.counts(rng, expected, total, noise)
+        expected, mask = self._expected(acq_rng, habitus, skeleton, outline, found, posture)
+        anterior, posterior = acquisition.counts(acq_rng, expected, total, noise)
         records = [self._record(f, posture) for f in found.items]
         landmarks = {name: tuple(float(v) for v in posture(x, y)) for name, (x, y, _) in skeleton.landmarks.items()}
         return PhantomStudy(
@@ -189,7 +191,7 @@ def _habitus(rng) -> dict:
     build = rng.uniform(0.0, 1.0)  # 0 slim .. 1 obese
     return {
         "scale": rng.uniform(0.86, 1.02),  # body height relative to the ~1870 mm skeleton
-        "shift_x_mm": rng.normal(0, 12),  # posture: off-centre on the table
+        "shift_x_mm": float(np.clip(rng.normal(0, 10), -20, 20)),  # posture: off-centre on the table
         "shift_y_mm": rng.uniform(30, 90),
         "tilt": rng.normal(0, 0.02),  # small rotation (radians)
         "trunk_mm": 180 + 120 * build + rng.normal(0, 10),  # antero-posterior thickness
