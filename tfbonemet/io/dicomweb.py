@@ -19,6 +19,7 @@ USER_ENV, PASSWORD_ENV, TOKEN_ENV = "TFBONEMET_DICOMWEB_USER", "TFBONEMET_DICOMW
 NM_MODALITY = "NM"
 TIMEOUT_S = 60
 PAGE = 200
+RETRIES = 3  # attempts per request: a busy PACS gets a second chance, a wrong URL fails fast
 
 
 def _safe(url: str) -> str:
@@ -40,7 +41,9 @@ def connect(url: str, session=None):
         user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
         session = create_session_from_user_pass(user, password) if user else requests.Session()
     headers = {"Authorization": f"Bearer {os.environ[TOKEN_ENV]}"} if os.environ.get(TOKEN_ENV) else None
-    return DICOMwebClient(url.rstrip("/"), session=session, headers=headers, timeout=TIMEOUT_S)
+    client = DICOMwebClient(url.rstrip("/"), session=session, headers=headers, timeout=TIMEOUT_S)
+    client.set_http_retry_params(max_attempts=RETRIES, wait_exponential_multiplier=500)  # ~1.5 s, not ~30 s
+    return client
 
 
 def _call(client, what: str, function, *args, **kwargs):

@@ -60,12 +60,12 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
 
     timings = {}
     start = time.perf_counter()
-    runner = runner or load_runner(model_path)
-    if explain and getattr(runner, "kind", None) != "keras":
-        raise ModelError(f"--explain needs the Keras model (run directory or .keras), not a {runner.kind} model")
     client = client or dicomweb.connect(url)
     sources = dicomweb.retrieve_nm(client, study_instance_uid)
     timings["retrieve_s"] = time.perf_counter() - start
+    runner = runner or load_runner(model_path)
+    if explain and getattr(runner, "kind", None) != "keras":
+        raise ModelError(f"--explain needs the Keras model (run directory or .keras), not a {runner.kind} model")
     with tempfile.TemporaryDirectory(prefix="tfbonemet-pacs-") as tmp:  # 0700, only this user reads the scan
         paths = []
         for number, ds in enumerate(sources):
