@@ -115,3 +115,20 @@ def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deide
                 for view in explanation.maps}
     caption = f"{EXPLAIN_METHOD} P({target})={explanation.probability:.2f}"
     return dicom_results.overlay_captures(overlays, sources, caption, deidentify=deidentify, salt=salt)
+
+
+def run_pacs(url: str, model_path, study_uids=(), filters: dict | None = None, explain: bool = False,
+             deidentify: bool = False, salt: str | None = None, log=print) -> list[dict]:
+    """The round trip for each study named, or for every NM study a QIDO-RS search with `filters`
+    finds when none is named; the model and connection are loaded once. Returns the summaries."""
+    from tfbonemet.tasks.predict import load_runner
+
+    client = dicomweb.connect(url)
+    uids = list(study_uids) or dicomweb.search_studies(client, **(filters or {}))
+    if not uids:
+        log("no NM studies matched")
+        return []
+    runner = load_runner(model_path)
+    return [round_trip(url, uid, model_path, explain=explain, deidentify=deidentify, salt=salt, runner=runner,
+                       client=client, log=log) for uid in uids]
+
