@@ -50,7 +50,8 @@ def test_validator_catches_a_broken_file(study, tmp_path):
 def test_report_and_overlays_join_the_source_study(study, tmp_path, split_views):
     paths = write_study(study, tmp_path / "source", split_views=split_views)
     sources = [pydicom.dcmread(p) for p in paths]
-    by_view = {"anterior": (sources[0], 1), "posterior": (sources[-1], 1 if split_views else 2)}
+    by_view = dicom_results.view_sources(paths)
+    assert {v: frame for v, (_, frame) in by_view.items()} == {"anterior": 1, "posterior": 1 if split_views else 2}
     results = [dicom_results.structured_report(sources, RESULT)]
     results += dicom_results.overlay_captures({v: _overlay(study.anterior.shape, i) for i, v in enumerate(by_view)},
                                               by_view, "gradcam P(metastasis)=0.75")

@@ -27,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tfbonemet.data.dicom import default_salt, study_key_for_uid
 from tfbonemet.data.splits import salted_patient_hash
 from tfbonemet.io.atomic import write_bytes
-from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS, POSTERIOR
+from tfbonemet.vocab import ANTERIOR, IMAGE, POSITIVE_CLASS, POSTERIOR
 
 MANUFACTURER = "tfbonemet"
 SR_SERIES_NUMBER, OVERLAY_SERIES_NUMBER = 9100, 9101
@@ -189,12 +189,14 @@ def overlay_captures(overlays: dict[str, np.ndarray], sources: dict[str, tuple[D
     """One RGB Secondary Capture per view, all in one new series.
 
     `overlays` maps a view to its CAM overlay (uint8 RGB in the view's own pixel grid), `sources`
-    maps it to (source image, 1-based frame). Each capture gets the view name, R/L markers and
-    `caption` burned in, Patient Orientation for the view, and a Source Image reference.
+    maps it to (source image, 1-based frame), as `view_sources` reads them. Each capture gets the
+    view name, R/L markers and `caption` burned in, Patient Orientation for the view, and a Source
+    Image reference.
     """
     series = generate_uid()
     out = []
     for number, (view, rgb) in enumerate(overlays.items(), start=1):
+        view = view if view in sources else IMAGE  # a single-view model fed an image that names no view
         source, frame = sources[view]
         [target] = _targets([source], deidentify, salt)
         pixels = label_view(rgb, view, caption)
@@ -221,6 +223,21 @@ def overlay_captures(overlays: dict[str, np.ndarray], sources: dict[str, tuple[D
         _copy_study(capture, target)
         out.append(capture)
     return out
+
+
+def view_sources(paths) -> dict[str, tuple[Dataset, int]]:
+    """view -> (header of the source image, 1-based frame) for a study's files, the views named by
+    the package's DICOM reader (which decides them from the header, never from frame order)."""
+    import pydicom
+
+    from tfbonemet.data.dicom import read_views
+
+    found = {}
+    for path in paths:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for frame, view in enumerate(read_views(path), start=1):  # the reader yields views in frame order
+            found.setdefault(view, (header, frame))
+    return found
 
 
 def to_bytes(dataset: Dataset) -> bytes:

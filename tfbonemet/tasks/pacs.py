@@ -17,7 +17,7 @@ import numpy as np
 
 from tfbonemet.errors import ModelError
 from tfbonemet.io import dicom_results, dicomweb
-from tfbonemet.vocab import IMAGE, POSITIVE_CLASS
+from tfbonemet.vocab import POSITIVE_CLASS
 
 EXPLAIN_METHOD = "gradcam"
 _MODEL_FILES = ("model.keras", "saved_model.pb")
@@ -36,17 +36,6 @@ def model_identity(runner, model_path) -> tuple[str, str]:
     except metadata.PackageNotFoundError:
         version = "unknown"
     return name, f"tfbonemet {version} weights sha256:{digest}"
-
-
-def _source_views(paths: list[Path], datasets: list) -> dict[str, tuple[object, int]]:
-    """view -> (source dataset, 1-based frame), read from the headers by the package's DICOM reader."""
-    from tfbonemet.data.dicom import read_views
-
-    found = {}
-    for path, ds in zip(paths, datasets):
-        for frame, view in enumerate(read_views(path), start=1):  # the reader yields views in frame order
-            found.setdefault(view, (ds, frame))
-    return found
 
 
 def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = False, deidentify: bool = False,
@@ -75,7 +64,7 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
         if more:
             raise ModelError(f"the study holds {len(more) + 1} separate images for this single-view model; "
                              f"the PACS round trip reports one result per study")
-        overlay_sources = _source_views(paths, sources) if explain else {}
+        overlay_sources = dicom_results.view_sources(paths) if explain else {}
     step = time.perf_counter()
     probabilities = np.asarray(runner.predict([views]))[0]
     label = runner.info.classes[int(runner.info.label(probabilities[np.newaxis])[0])]
@@ -110,9 +99,7 @@ def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deide
 
     target = POSITIVE_CLASS if POSITIVE_CLASS in result.classes else result.label
     [explanation] = explain_studies(runner.run, [views], ["study"], EXPLAIN_METHOD, target)
-    # a single-view model fed a lone image that names no view: the overlay keeps the source's "image"
-    overlays = {(view if view in sources else IMAGE): overlay_rgb(explanation.views[view], explanation.maps[view])
-                for view in explanation.maps}
+    overlays = {view: overlay_rgb(explanation.views[view], explanation.maps[view]) for view in explanation.maps}
     caption = f"{EXPLAIN_METHOD} P({target})={explanation.probability:.2f}"
     return dicom_results.overlay_captures(overlays, sources, caption, deidentify=deidentify, salt=salt)
 
