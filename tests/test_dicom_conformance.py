@@ -88,6 +88,19 @@ def test_pseudonymous_results_carry_no_identifier(study, tmp_path):
     assert again.StudyInstanceUID == results[0].StudyInstanceUID != other_salt.StudyInstanceUID
 
 
+def test_multiclass_report_names_each_class(study, tmp_path):
+    path, = write_study(study, tmp_path)
+    result = dicom_results.ModelResult(("normal", "metastasis", "arthritis", "thyroid_carcinoma"),
+                                       (0.1, 0.2, 0.6, 0.1), "arthritis", None, "dscint", "tfbonemet 0.1.0")
+    written = dicom_results.save(dicom_results.structured_report([pydicom.dcmread(path)], result), tmp_path / "sr.dcm")
+    assert_conformant([path, written])
+    items = list(_walk(pydicom.dcmread(written).ContentSequence))
+    present = [i.ConceptNameCodeSequence[0].CodeMeaning for i in items
+               if i.ValueType == "CODE" and i.ConceptCodeSequence[0].CodeMeaning == "Present"]
+    assert present == ["Arthritis"]
+    assert not [i for i in items if i.ConceptNameCodeSequence[0].CodeMeaning == "Threshold Value"]
+
+
 def test_report_content(study, tmp_path):
     path, = write_study(study, tmp_path)
     source = pydicom.dcmread(path)

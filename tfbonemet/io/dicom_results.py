@@ -54,7 +54,7 @@ class ModelResult:
     classes: tuple[str, ...]
     probabilities: tuple[float, ...]
     label: str
-    threshold: float
+    threshold: float | None  # on P(metastasis) for binary models; None: the label is the most probable class
     model_name: str
     model_version: str
 
@@ -119,8 +119,10 @@ def structured_report(sources: list[Dataset], result: ModelResult, deidentify: b
                       salt: str | None = None, instance_number: int = 1) -> hd.sr.ComprehensiveSR:
     """A TID 1500 report of one study's result, referencing `sources` (the images the model read)."""
     evidence = _targets(sources, deidentify, salt)
+    rule = ("most probable class" if result.threshold is None else
+            f"{POSITIVE_CLASS} if P({POSITIVE_CLASS}) >= operating threshold {result.threshold:g}")
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version,
-                                              parameters=[f"operating threshold {result.threshold:g}"])
+                                              parameters=[f"label: {rule}"[:64]])
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -131,7 +133,7 @@ def structured_report(sources: list[Dataset], result: ModelResult, deidentify: b
     for name, probability in zip(result.classes, result.probabilities):
         measurements = [hd.sr.Measurement(name=codes.DCM.Probability, value=float(probability), unit=NO_UNITS,
                                           algorithm_id=algorithm)]
-        if name == POSITIVE_CLASS:
+        if name == POSITIVE_CLASS and result.threshold is not None:
             measurements.append(hd.sr.Measurement(name=codes.DCM.ThresholdValue, value=float(result.threshold),
                                                   unit=NO_UNITS, algorithm_id=algorithm))
         called = codes.SCT.Present if name == result.label else codes.SCT.Absent
