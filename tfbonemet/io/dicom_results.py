@@ -214,7 +214,7 @@ def overlay_captures(overlays: dict[str, np.ndarray], sources: dict[str, tuple[D
         capture.ImageType = ["DERIVED", "SECONDARY"]
         capture.BodyPartExamined = source.get("BodyPartExamined", "WHOLEBODY")  # not a paired part: no Laterality
         capture.BurnedInAnnotation = "NO"  # view and side labels only: nothing that identifies the patient
-        capture.SeriesDescription = f"{MANUFACTURER} overlays: {caption}"[:64] if caption else f"{MANUFACTURER} overlays"
+        capture.SeriesDescription = (f"{MANUFACTURER} overlays" + (f": {caption}" if caption else ""))[:64]
         capture.DerivationDescription = f"Class activation map over the {view} view, burned-in labels"
         capture.ImageComments = "Model explanation heat map; not for diagnosis on its own."
         reference = Dataset()
