@@ -1,112 +1,178 @@
-"""tfbonemet against MONAI / plain PyTorch on the same CPU in one run: training steps per second with the
-same input size, batch and optimizer (Adam 1e-4), random in-memory inputs, float32, no XLA.
+"""Every registered tfbonemet net against its MONAI / torchvision / plain-torch counterpart, side by side.
 
-    /work/venv/bin/pip install torch==2.13.0 monai   # the local CPU wheel; never a package dependency
-    python bench/bench_monai.py --steps 5 --repeats 3
+Each framework runs in its own process (TensorFlow and torch 2.x in one process segfault): this
+script imports neither, starts one long-lived worker per side and per net, and asks them in turn
+for timed windows of training steps (batch 16, Adam 1e-4, random in-memory inputs), the order
+swapped every round, so load from other processes hits both sides alike; the best window counts.
 
-DenseNet121: tfbonemet's registered `densenet121` (1 -> 3 channel repeat + keras.applications
-DenseNet121) against `monai.networks.nets.DenseNet121(spatial_dims=2, in_channels=1)`.
-Two-view: tfbonemet's `two_view_net` against the same network written plainly in PyTorch.
-Printed, never asserted.
+    python bench/bench_monai.py                                   # every registered net
+    python bench/bench_monai.py --models densenet121 two_view_net --rounds 3
+    TFBONEMET_TORCH_PYTHON=/work/torchenv/bin/python python bench/bench_monai.py
+
+tfbonemet runs at float32 (no XLA) and at its `--precision auto --jit auto` choice (the probe of
+tfbonemet.execution, as `fit` runs it; cached). torch runs float32 under `--torch-python` (an
+interpreter with torch, torchvision and monai; see bench/torch_nets.py) with
+OMP_WAIT_POLICY=PASSIVE: on a shared, oversubscribed machine torch's spinning OpenMP threads
+otherwise lose up to 8x. % of peak: 3 x forward FLOPs (bench/model_flops.py) per image x img/s over
+the matmul GFLOP/s this script measures at the precision used. Printed, never asserted.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def torch_two_view(filters=(16, 32, 64, 128), hidden=64, classes=2):
-    """tfbonemet.models.two_view.build_two_view_net's defaults, layer for layer, in PyTorch."""
-    import torch
-    from torch import nn
-
-    def conv_bn_relu(cin, cout, k=3, stride=1):
-        return [nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout, momentum=0.1),
-                nn.ReLU()]
-
-    class TwoView(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers = conv_bn_relu(1, filters[0], 5, 2)
-            for cin, cout in zip(filters[:-2], filters[1:-1]):
-                layers += conv_bn_relu(cin, cout) + [nn.MaxPool2d(2)]
-            layers += conv_bn_relu(filters[-2], filters[-1])
-            self.backbone = nn.Sequential(*layers)  # shared by both views
-            self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(4 * filters[-1], hidden), nn.ReLU(),
-                                      nn.Linear(hidden, classes))
-
-        def forward(self, anterior, posterior):
-            pooled = []
-            for view in (anterior, posterior):
-                maps = self.backbone(view)
-                pooled += [maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))]
-            return self.head(torch.cat(pooled, dim=1))
-
-    return TwoView()
+HERE = Path(__file__).resolve().parent
+NETS = ("two_view_net", "dscint", "vgg16", "yim_vgg16", "resnet50", "densenet121", "xception", "inception_v3",
+        "efficientnetv2_s")  # tfbonemet.models.MODELS, listed here so this process never imports TensorFlow
 
 
-def torch_seconds_per_step(model, inputs, labels, steps):
-    import torch
+class Worker:
+    """A timing process: one JSON line when ready, then one JSON line per `N` (steps) sent."""
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})}, cwd=HERE.parent)
+        self.ready = self._read()
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(*inputs), labels).backward()
-        optimizer.step()
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker {' '.join(self.proc.args[1:4])} failed (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def window(self, steps: int) -> float:
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        return self._read()["s"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def tf_worker(args) -> None:
+    """The tfbonemet side: `execution.FitStepper` (compiled `fit` steps) at a precision, or the auto choice."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, str(HERE))
+    from model_flops import forward_flops
+
+    from tfbonemet import execution
+    from tfbonemet.models import build_model
+
+    if args.net == "peak":
+        print(json.dumps(tf_peak_gflops()), flush=True)
+        return
+    size = tuple(args.size)
+    build = lambda: build_model(args.net, image_size=size)  # noqa: E731
+    precision, jit = args.precision, args.jit == "on"
+    if args.precision == "auto":
+        key = {"model": args.net, "options": {}, "size": list(size), "bench": "random inputs"}
+        precision, jit = execution.choose("auto", args.jit, build, key, args.batch_size, log=lambda *_: None)
+    stepper = execution.FitStepper((precision, jit), build, args.batch_size)
+    import tensorflow as tf
+    print(json.dumps({"precision": precision, "jit": jit, "warm_s": stepper.seconds_per_step(1),
+                      "flops": forward_flops(stepper.model), "version": f"TensorFlow {tf.__version__}"}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps({"s": stepper.seconds_per_step(int(line))}), flush=True)
+
+
+def tf_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
+    """Best float32 and bfloat16 matmul GFLOP/s through TensorFlow (oneDNN) on this CPU."""
+    import tensorflow as tf
+
+    out = {}
+    for dtype in (tf.float32, tf.bfloat16):
+        a, b = (tf.cast(tf.random.uniform((n, n)), dtype) for _ in range(2))
+        matmul = tf.function(tf.matmul)
+        matmul(a, b).numpy()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matmul(a, b).numpy()
+            best = min(best, time.perf_counter() - start)
+        out[dtype.name] = 2 * n ** 3 / best / 1e9
+    return out
+
+
+def measure(net, size, args) -> dict:
+    """Start the workers, then alternating rounds of timed windows; best seconds/step per side."""
+    base = [sys.executable, __file__, "--worker", "tf", "--net", net, "--size", *map(str, size),
+            "--batch-size", str(args.batch_size)]
+    workers = {"torch": Worker([args.torch_python, str(HERE / "torch_nets.py"), "--net", net, "--size",
+                                *map(str, size), "--batch-size", str(args.batch_size)],
+                               env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}),
+               "float32": Worker(base + ["--precision", "float32", "--jit", "off"])}
+    if args.auto:
+        auto = Worker(base + ["--precision", "auto", "--jit", "auto"])
+        if (auto.ready["precision"], auto.ready["jit"]) == ("float32", False):
+            auto.close()
+            workers["float32"].ready["auto"] = True
+        else:
+            workers["auto"] = auto
+    steps = {name: max(1, round(args.window / w.ready["warm_s"])) for name, w in workers.items()}
+    best = {name: float("inf") for name in workers}
+    names = list(workers)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            best[name] = min(best[name], workers[name].window(steps[name]))
+    for w in workers.values():
+        w.close()
+    return {"best": best, "steps": steps, **{f"{k}_ready": w.ready for k, w in workers.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each side counts")
-    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
-                        help="tfbonemet's dtype policy (PyTorch stays float32)")
-    parser.add_argument("--densenet-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    parser.add_argument("--models", nargs="+", default=list(NETS), choices=NETS)
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"),
+                        help="single-view input size")
     parser.add_argument("--two-view-size", type=int, nargs=2, default=(512, 128), metavar=("H", "W"))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each side's best window counts")
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per timed window (at least one step)")
+    parser.add_argument("--no-auto", dest="auto", action="store_false", help="float32 only on the tfbonemet side")
+    parser.add_argument("--torch-python", default=os.environ.get("TFBONEMET_TORCH_PYTHON", "/work/torchenv/bin/python"),
+                        help="interpreter with torch, torchvision and monai (default $TFBONEMET_TORCH_PYTHON)")
+    parser.add_argument("--worker", choices=("tf",), help=argparse.SUPPRESS)
+    parser.add_argument("--net", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
+    parser.add_argument("--jit", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return tf_worker(args)
 
-    import monai
-    import torch
-
-    from tfbonemet.execution import time_train_steps
-    from tfbonemet.models import build_model
-
-    b = args.batch_size
-    print(f"batch {b}, {args.steps} timed steps x {args.repeats} rounds, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), monai {monai.__version__}, "
-          f"tfbonemet precision {args.precision}, load average {os.getloadavg()[0]:.1f}")
-    labels = torch.randint(0, 2, (b,))
-    cases = [
-        ("DenseNet121", args.densenet_size,
-         lambda: build_model("densenet121", image_size=tuple(args.densenet_size)),
-         lambda: monai.networks.nets.DenseNet121(spatial_dims=2, in_channels=1, out_channels=2),
-         lambda: (torch.rand(b, 1, *args.densenet_size),), "MONAI"),
-        ("two-view net", args.two_view_size,
-         lambda: build_model("two_view_net", image_size=tuple(args.two_view_size)),
-         torch_two_view, lambda: (torch.rand(b, 1, *args.two_view_size), torch.rand(b, 1, *args.two_view_size)),
-         "PyTorch"),
-    ]
-    for name, size, keras_build, torch_build, torch_inputs, other in cases:
-        ours, theirs = float("inf"), float("inf")
-        torch_model, inputs = torch_build(), torch_inputs()
-        for _ in range(args.repeats):
-            ours = min(ours, time_train_steps(args.precision, False, keras_build, b, steps=args.steps))
-            theirs = min(theirs, torch_seconds_per_step(torch_model, inputs, labels, args.steps))
-        print(f"{name:13s} {size[0]}x{size[1]}: tfbonemet {b / ours:6.1f} img/s, {other} {b / theirs:6.1f} img/s, "
-              f"ratio tfbonemet/{other} {theirs / ours:.2f}", flush=True)
+    started = time.time()
+    peak_worker = Worker([sys.executable, __file__, "--worker", "tf", "--net", "peak", "--size", "0", "0"])
+    peak_worker.close()
+    peak = peak_worker.ready
+    print(f"{' '.join(sys.argv)}\nbatch {args.batch_size}, {args.rounds} alternating rounds of ~{args.window:g} s "
+          f"windows, best counts; {os.cpu_count()} CPUs; load average before {os.getloadavg()}; matmul peak "
+          f"float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s (TensorFlow)", flush=True)
+    print("| net | input | counterpart | tfbonemet float32 img/s | auto choice | tfbonemet auto img/s | "
+          "torch img/s | ratio float32 | ratio auto | % peak float32 | % peak auto |")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for net in args.models:
+        size = args.two_view_size if net == "two_view_net" else args.size
+        row = measure(net, size, args)
+        b = args.batch_size
+        f32 = row["float32_ready"]
+        rate = {name: b / s for name, s in row["best"].items()}
+        auto_name = "auto" if "auto" in rate else "float32"
+        auto = row.get("auto_ready", f32)
+        choice = f"{auto['precision'] if auto_name == 'auto' else 'float32'}, XLA {'on' if auto.get('jit') else 'off'}"
+        peak_for = lambda name: peak["bfloat16" if "bfloat16" in row[f"{name}_ready"]["precision"] else "float32"]  # noqa: E731
+        pct = {name: 100 * 3 * f32["flops"] * rate[name] / 1e9 / peak_for(name) for name in ("float32", auto_name)}
+        unit = "studies" if net == "two_view_net" else "img"
+        print(f"| {net} | {size[0]}x{size[1]} | {row['torch_ready']['label']} | {rate['float32']:.1f} | {choice} | "
+              f"{rate[auto_name]:.1f} | {rate['torch']:.1f} | {rate['float32'] / rate['torch']:.2f} | "
+              f"{rate[auto_name] / rate['torch']:.2f} | {pct['float32']:.0f} | {pct[auto_name]:.0f} |"
+              + ("" if unit == "img" else " (studies/s: two views each)"), flush=True)
+    print(f"{f32['version']}; {row['torch_ready']['version']}; load average after {os.getloadavg()}; "
+          f"{(time.time() - started) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
