@@ -22,6 +22,7 @@ from tfbonemet.errors import DataError
 REGIONS = ("chestR", "chestL")
 CROP_SIZE = (170, 68)  # pixels of a real BS-80K chest crop, from a 1024x256 whole-body view
 CLASS_PROBS = (0.6, 0.2, 0.1, 0.1)  # about 10 % of right-chest crops then hold a metastasis
+WINDOW_PERCENTILE = 99.0  # of the body's pixels: the hottest 1 % (bladder, hot spots) saturate
 _MIDLINE_OVERLAP = 0.08  # fraction of the crop width that reaches past the spine's centre
 _ABOVE_CLAVICLES_MM = 10.0
 
@@ -73,7 +74,7 @@ def crops(study: PhantomStudy, regions: Iterable[str] = REGIONS) -> dict[str, tu
     shown = {}
     for view in ("anterior", "posterior"):
         counts = getattr(study, view)
-        level = np.percentile(counts[masks[view]], 99.5) * jitter  # the reader's window on the whole-body view
+        level = np.percentile(counts[masks[view]], WINDOW_PERCENTILE) * jitter  # the reader's whole-body window
         shown[view] = display_8bit(counts, masks[view], level)
     out = {}
     for region in regions:

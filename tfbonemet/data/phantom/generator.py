@@ -140,11 +140,8 @@ class BoneScanPhantom:
         patches = acquisition.texture(rng, self.shape, self.pixel_mm, self.difficulty.texture)
         bone = tuple(b * patches for b in acquisition.rasterize(self.shape, posture, seg, ell))
         gains = [f for f in found.items if f.mode == "gain"]
-        if gains:
-            rows = np.array([(0, *f.center, GAIN_EXTENT * f.radius, GAIN_EXTENT * f.radius, 0.0, f.intensity - 1.0,
-                              0.0, 0.0, GAUSS) for f in gains])
-            gain = 1.0 + acquisition.rasterize(self.shape, posture, np.empty((0, 15)), rows, attenuate=False)[0]
-            bone = tuple(b * gain for b in bone)
+        if gains:  # a focus `intensity` times as hot as the bone around it, drawn over the whole focus
+            bone = tuple(b + self._foci(b, gains, posture) for b in bone)
 
         trunk = habitus["trunk_mm"]
         lm = skeleton.landmarks
@@ -171,6 +168,17 @@ class BoneScanPhantom:
             views.append(np.maximum(acquisition.blur(primary, fwhm, self.pixel_mm)
                                     + acquisition.scatter(primary, self.pixel_mm, fraction), 0.0))
         return views, thickness > 0.01 * thickness.max()
+
+    def _foci(self, bone: np.ndarray, gains: list, posture: acquisition.Posture) -> np.ndarray:
+        rows = []
+        for f in gains:
+            row, col = (int(v) for v in posture(f.center[0], f.center[1]))
+            half = max(int(round(float(posture.length(f.radius)))), 1)
+            window = bone[max(row - half, 0):row + half + 1, max(col - half, 0):col + half + 1]
+            local = window.max() if window.size else 0.0
+            extent = GAIN_EXTENT * f.radius
+            rows.append((0, *f.center, extent, extent, 0.0, (f.intensity - 1.0) * local, 0.0, 0.0, GAUSS))
+        return acquisition.rasterize(self.shape, posture, np.empty((0, 15)), np.array(rows), attenuate=False)[0]
 
     def _record(self, f: findings.Finding, posture: acquisition.Posture) -> Lesion:
         row, col = (float(v) for v in posture(f.center[0], f.center[1]))
