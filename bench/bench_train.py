@@ -1,5 +1,6 @@
 """Training throughput per registered model: the real tf.data pipeline against in-memory cached batches
-(ratio; target >= 0.95), and float32 against mixed_bfloat16 and XLA. The cached batches are the
+(ratio; target >= 0.95), and float32 against mixed_bfloat16 and XLA (fit steps in alternating rounds, best
+of `--repeats`, as tfbonemet.execution's probe times them). The cached batches are the
 pipeline's own first batches kept in memory, so both sides train on the same tensors.
 
     python bench/bench_train.py --models two_view_net --size 512 128 --steps 10
@@ -48,10 +49,10 @@ def main() -> None:
     from tfbonemet import execution
     from tfbonemet.config import FitConfig
     from tfbonemet.data import datasets
-    from tfbonemet.data.augment import STANDARD, make_augment
+    from tfbonemet.preprocessing.augment import STANDARD, make_augment
     from tfbonemet.data.pipeline import PipelineConfig
     from tfbonemet.models import MODELS, build_model
-    from tfbonemet.train import fit_recipe
+    from tfbonemet.tasks.train.trainer import fit_recipe
 
     height, width = args.size
     config = FitConfig(image_height=height, image_width=width, batch_size=args.batch_size)
@@ -75,12 +76,14 @@ def main() -> None:
                                             args.batch_size, args.repeats)
         line = (f"{name:18s} pipeline {real_rate:7.1f} studies/s, cached {cached_rate:7.1f} studies/s, "
                 f"ratio {real_rate / cached_rate:.2f}")
-        if args.precision:
+        if args.precision:  # the probe's own steppers and rounds, without its cache or its 10 % rule
             build = lambda name=name: build_model(name, image_size=(height, width))  # noqa: E731
-            base = execution.time_train_steps("float32", False, build, args.batch_size)
-            for label, precision, jit in (("bf16", "mixed_bfloat16", False), ("XLA", "float32", True)):
-                speedup = base / execution.time_train_steps(precision, jit, build, args.batch_size)
-                line += f"; {label} {speedup:.2f}x"
+            options = [("float32", False), ("mixed_bfloat16", False), ("float32", True)]
+            timings = execution.alternate({execution.label(c): execution.FitStepper(c, build, args.batch_size)
+                                           for c in options}, args.repeats)
+            base = min(timings["float32+noxla"])
+            for label, key in (("bf16", "mixed_bfloat16+noxla"), ("XLA", "float32+xla")):
+                line += f"; {label} {base / min(timings[key]):.2f}x"
         print(line, flush=True)
 
 

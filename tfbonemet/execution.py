@@ -33,7 +33,7 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 PROBE_VERSION = 2  # bump when the timing method changes: older cached timings are then ignored
 PROBE_ROUNDS = 3  # timed windows per candidate, taken in turn so load from other processes hits all alike
 PROBE_WINDOW_S = 1.0  # aim of one timed window; at least MIN_WINDOW_STEPS steps
-MIN_WINDOW_STEPS, MAX_WINDOW_STEPS = 2, 64
+MIN_WINDOW_STEPS, MAX_WINDOW_STEPS = 1, 64
 MIN_GAIN = 1.10  # leave float32 without XLA only for a >= 10 % gain on both the best and the median round
 
 Candidate = tuple[str, bool]  # (precision, XLA on)
@@ -174,13 +174,18 @@ def probe(options: list[Candidate], make_stepper, probe_key: dict, batch_size: i
         return json.loads(path.read_text())
     log(f"Execution: timing {len(options)} candidate settings on real training steps "
         f"({rounds} alternating rounds; cached afterwards) ...")
-    steppers = {label(c): make_stepper(c) for c in options}
+    timings = alternate({label(c): make_stepper(c) for c in options}, rounds)
+    atomic.write_json(atomic.make_dir(path.parent) / path.name, timings)
+    return timings
+
+
+def alternate(steppers: dict[str, Stepper], rounds: int) -> dict[str, list[float]]:
+    """One timed window of every stepper per round, the order rotated each round."""
     timings: dict[str, list[float]] = {name: [] for name in steppers}
     names = list(steppers)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             timings[name].append(steppers[name]())
-    atomic.write_json(atomic.make_dir(path.parent) / path.name, timings)
     return timings
 
 
@@ -193,8 +198,18 @@ def random_batch(model: keras.Model, batch_size: int, seed: int = 0):
 
 
 class _StepClock(keras.callbacks.Callback):
+    """Start of the first step and end of the last: fit's set-up before the first step is not counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = self.end = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+
     def on_train_batch_end(self, batch, logs=None):
-        self.ends.append(time.perf_counter())
+        self.end = time.perf_counter()
 
 
 class FitStepper:
@@ -212,16 +227,14 @@ class FitStepper:
             self.model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy",
                                metrics=["accuracy"], jit_compile=jit)
         self.data = tf.data.Dataset.from_tensors(random_batch(self.model, batch_size)).repeat()
-        warm = self.seconds_per_step(2)
+        self.seconds_per_step(1)  # tracing (and XLA compilation)
+        warm = self.seconds_per_step(1)
         self.window_steps = min(MAX_WINDOW_STEPS, max(MIN_WINDOW_STEPS, math.ceil(PROBE_WINDOW_S / warm)))
 
     def seconds_per_step(self, steps: int) -> float:
-        """Mean time between the ends of consecutive steps: the first step's start-up is not counted."""
         clock = _StepClock()
-        clock.ends = []
-        self.model.fit(self.data, steps_per_epoch=steps + 1, epochs=1, verbose=0, shuffle=False,
-                       callbacks=[clock])
-        return (clock.ends[-1] - clock.ends[0]) / steps
+        self.model.fit(self.data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+        return (clock.end - clock.start) / steps
 
     def __call__(self) -> float:
         return self.seconds_per_step(self.window_steps)
