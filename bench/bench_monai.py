@@ -14,7 +14,10 @@ tfbonemet.execution, as `fit` runs it; cached). torch runs float32 under `--torc
 interpreter with torch, torchvision and monai; see bench/torch_nets.py) with
 OMP_WAIT_POLICY=PASSIVE: on a shared, oversubscribed machine torch's spinning OpenMP threads
 otherwise lose up to 8x. % of peak: 3 x forward FLOPs (bench/model_flops.py) per image x img/s over
-the matmul GFLOP/s this script measures at the precision used. Printed, never asserted.
+the matmul GFLOP/s this script measures at the precision used (best of one measurement before each
+net and one at the end: load only lowers it). two_view_net counts studies (two views each).
+`--tf-variant` adds tfbonemet float32 runs with other settings (oneDNN, threads, batch) to the same
+rounds. Printed, never asserted.
 """
 from __future__ import annotations
 
@@ -107,6 +110,12 @@ def measure(net, size, args) -> dict:
                                 *map(str, size), "--batch-size", str(args.batch_size)],
                                env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}),
                "float32": Worker(base + ["--precision", "float32", "--jit", "off"])}
+    for spec in args.tf_variant:  # "label:KEY=VALUE,...": float32 with other environment or batch
+        name, _, settings = spec.partition(":")
+        env = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+        batch = env.pop("batch", str(args.batch_size))
+        workers[name] = Worker(base[:-1] + [batch, "--precision", "float32", "--jit", "off"], env=env)
+        workers[name].ready["batch"] = int(batch)
     if args.auto:
         auto = Worker(base + ["--precision", "auto", "--jit", "auto"])
         if (auto.ready["precision"], auto.ready["jit"]) == ("float32", False):
@@ -135,6 +144,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each side's best window counts")
     parser.add_argument("--window", type=float, default=3.0, help="seconds per timed window (at least one step)")
     parser.add_argument("--no-auto", dest="auto", action="store_false", help="float32 only on the tfbonemet side")
+    parser.add_argument("--tf-variant", action="append", default=[], metavar="LABEL:KEY=VALUE,...",
+                        help="also time tfbonemet float32 with these environment variables (batch=N: per-step "
+                             "batch), in the same rounds, e.g. onednn_off:TF_ENABLE_ONEDNN_OPTS=0")
     parser.add_argument("--torch-python", default=os.environ.get("TFBONEMET_TORCH_PYTHON", "/work/torchenv/bin/python"),
                         help="interpreter with torch, torchvision and monai (default $TFBONEMET_TORCH_PYTHON)")
     parser.add_argument("--worker", choices=("tf",), help=argparse.SUPPRESS)
@@ -146,34 +158,52 @@ def main() -> None:
         return tf_worker(args)
 
     started = time.time()
-    peak_worker = Worker([sys.executable, __file__, "--worker", "tf", "--net", "peak", "--size", "0", "0"])
-    peak_worker.close()
-    peak = peak_worker.ready
     print(f"{' '.join(sys.argv)}\nbatch {args.batch_size}, {args.rounds} alternating rounds of ~{args.window:g} s "
-          f"windows, best counts; {os.cpu_count()} CPUs; load average before {os.getloadavg()}; matmul peak "
-          f"float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s (TensorFlow)", flush=True)
-    print("| net | input | counterpart | tfbonemet float32 img/s | auto choice | tfbonemet auto img/s | "
-          "torch img/s | ratio float32 | ratio auto | % peak float32 | % peak auto |")
-    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+          f"windows, best counts; {os.cpu_count()} CPUs; load average before {os.getloadavg()}", flush=True)
+    peak = {"float32": 0.0, "bfloat16": 0.0}
+    rows = []
     for net in args.models:
+        peak = {k: max(v, peak_gflops()[k]) for k, v in peak.items()}  # once per net: the least loaded counts
         size = args.two_view_size if net == "two_view_net" else args.size
-        row = measure(net, size, args)
-        b = args.batch_size
-        f32 = row["float32_ready"]
-        rate = {name: b / s for name, s in row["best"].items()}
-        auto_name = "auto" if "auto" in rate else "float32"
-        auto = row.get("auto_ready", f32)
-        choice = f"{auto['precision'] if auto_name == 'auto' else 'float32'}, XLA {'on' if auto.get('jit') else 'off'}"
-        peak_for = lambda name: peak["bfloat16" if "bfloat16" in row[f"{name}_ready"]["precision"] else "float32"]  # noqa: E731
-        pct = {name: 100 * 3 * f32["flops"] * rate[name] / 1e9 / peak_for(name) for name in ("float32", auto_name)}
-        unit = "studies" if net == "two_view_net" else "img"
-        print(f"| {net} | {size[0]}x{size[1]} | {row['torch_ready']['label']} | {rate['float32']:.1f} | {choice} | "
-              f"{rate[auto_name]:.1f} | {rate['torch']:.1f} | {rate['float32'] / rate['torch']:.2f} | "
-              f"{rate[auto_name] / rate['torch']:.2f} | {pct['float32']:.0f} | {pct[auto_name]:.0f} |"
-              + ("" if unit == "img" else " (studies/s: two views each)"), flush=True)
-    print(f"{f32['version']}; {row['torch_ready']['version']}; load average after {os.getloadavg()}; "
-          f"{(time.time() - started) / 60:.1f} min", flush=True)
+        row = {"net": net, "size": size, **measure(net, size, args)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    peak = {k: max(v, peak_gflops()[k]) for k, v in peak.items()}
+    print(f"load average after {os.getloadavg()}; {(time.time() - started) / 60:.1f} min; matmul peak float32 "
+          f"{peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s (TensorFlow, best of "
+          f"{len(args.models) + 1} measurements); {rows[-1]['float32_ready']['version']}; "
+          f"{rows[-1]['torch_ready']['version']}\n")
+    print_table(rows, peak, args)
 
+
+def peak_gflops() -> dict:
+    worker = Worker([sys.executable, __file__, "--worker", "tf", "--net", "peak", "--size", "0", "0"])
+    worker.close()
+    return worker.ready
+
+
+def print_table(rows, peak, args) -> None:
+    """Markdown: img/s (studies/s for two-view), ratios to torch, % of the matmul peak at the precision used."""
+    print("| net | input | counterpart | tfbonemet float32 | auto choice | tfbonemet auto | torch float32 | "
+          "ratio float32 | ratio auto | % peak float32 | % peak auto |")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        f32 = row["float32_ready"]
+        rate = {name: row.get(f"{name}_ready", {}).get("batch", args.batch_size) / s for name, s in row["best"].items()}
+        auto_name = "auto" if "auto" in rate else "float32"
+        auto = row.get("auto_ready", {"precision": "float32", "jit": False})
+        choice = f"{auto['precision']}, XLA {'on' if auto['jit'] else 'off'}"
+        pct = {name: 100 * 3 * f32["flops"] * r / 1e9 / peak["bfloat16" if "bfloat16" in
+                                                              row.get(f"{name}_ready", f32).get("precision", "") else "float32"]
+               for name, r in rate.items()}
+        print(f"| {row['net']} | {row['size'][0]}x{row['size'][1]} | {row['torch_ready']['label']} | "
+              f"{rate['float32']:.1f} | {choice} | {rate[auto_name]:.1f} | {rate['torch']:.1f} | "
+              f"{rate['float32'] / rate['torch']:.2f} | {rate[auto_name] / rate['torch']:.2f} | "
+              f"{pct['float32']:.0f} | {pct[auto_name]:.0f} |")
+        for spec in args.tf_variant:
+            name = spec.partition(":")[0]
+            print(f"| {row['net']}: float32 with {spec.partition(':')[2]} | | | {rate[name]:.1f} | | | | "
+                  f"{rate[name] / rate['torch']:.2f} | | {pct[name]:.0f} | |")
 
 if __name__ == "__main__":
     main()
