@@ -188,5 +188,7 @@ def test_view_code_meaning_must_name_one_view(tmp_path, phantom_studies, meaning
     path, _ = write_study(phantom_studies[0], tmp_path, split_views=True)
     def recode(ds):
         ds.SeriesDescription = "WB"
-        ds.DetectorInformationSequence[0].ViewCodeSequence[0].CodeMeaning = meaning
+        code = ds.DetectorInformationSequence[0].ViewCodeSequence[0]
+        code.CodeValue, code.CodingSchemeDesignator = "V-LOCAL", "99LOCAL"  # only the meaning can tell
+        code.CodeMeaning = meaning
     assert list(dicom.read_views(_edit(path, recode))) == [view or "image"]

@@ -4,14 +4,14 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from tfbonemet.tasks import explain
 from tfbonemet.cli import cli
-from tfbonemet.evaluate import load_run
+from tfbonemet.run import Run
+from tfbonemet.tasks import explain
 
 
 @pytest.fixture(scope="module")
 def run(tiny_run_dir):
-    return load_run(tiny_run_dir)
+    return Run.load(tiny_run_dir)
 
 
 def test_two_view_targets_are_per_view_feature_layers(run):
@@ -52,17 +52,18 @@ def test_mixed_precision_model_gives_float_maps():
     assert maps["anterior"].dtype == np.float32 and np.isfinite(maps["anterior"]).all()
 
 
-def test_maps_return_to_each_views_frame():
+def test_maps_return_to_each_views_frame(run):
+    """A map hot in the model frame lands, through the run's preprocessor inverse, where its pixels came from."""
     cam = np.zeros((128, 32))
-    cam[10:12, 2:4] = 1  # model frame: 256x32 view padded into 128x32 as 128x16 at columns 8..23
-    back = explain.to_view_frame(cam, (256, 32), mirrored=False)
-    assert back.shape == (256, 32) and back[:, :].max() == 0  # the hot spot sat in the padding
-    cam[10:12, 10:12] = 1
-    back = explain.to_view_frame(cam, (256, 32), mirrored=False)
+    cam[10:12, 10:12] = 1  # model frame 128x32: a 256x32 view sits in it as 128x16 at columns 8..23
+    back = run.preprocessor.invert_map("anterior", cam, (256, 32))
     y, x = np.unravel_index(back.argmax(), back.shape)
-    assert 18 <= y <= 24 and 3 <= x <= 8
-    mirrored = explain.to_view_frame(cam, (256, 32), mirrored=True)
-    assert np.allclose(mirrored, back[:, ::-1])
+    assert back.shape == (256, 32) and 18 <= y <= 24 and 3 <= x <= 8
+    padding_only = np.zeros((128, 32))
+    padding_only[10:12, 2:4] = 1
+    assert run.preprocessor.invert_map("anterior", padding_only, (256, 32)).max() == 0
+    mirrored = run.preprocessor.invert_map("posterior", cam, (256, 32))
+    np.testing.assert_allclose(mirrored, back[:, ::-1], atol=1e-6)
 
 
 def test_cli_writes_png_and_secondary_capture(tiny_run_dir, tmp_path):
@@ -95,19 +96,18 @@ def test_cli_explains_dicom_studies_into_their_study(tiny_run_dir, tmp_path):
 
 def test_pointing_game_scores_peaks_against_lesion_boxes(run, monkeypatch):
     """An oracle map (peak on the first lesion) scores 1, a corner peak scores 0; chance is the box share."""
-    from tfbonemet.data.datasets import load_split
+    from tfbonemet.data.datasets import open_split
 
-    studies = load_split(run.config, "test", log=lambda *_: None)
+    boxes = open_split(run.config, "test").lesion_boxes
 
     def fake(place):
-        def explain_studies(_run, views, names, method, **_):
+        def explain_studies(_run, studies, names, method, **_):
             out = []
-            for i, ant in enumerate(views["anterior"]):
-                cam = np.zeros(ant.shape)
-                index = int(names[i].split("-")[1])
-                y0, x0, y1, x1 = studies.lesion_boxes[index][0]
+            for name, study in zip(names, studies):
+                cam = np.zeros(study["anterior"].shape)
+                y0, x0, y1, x1 = boxes[int(name.split("-")[1])]["anterior"][0]
                 cam[place(y0, x0, y1, x1)] = 1
-                out.append(explain.Explanation(names[i], {"anterior": ant}, {"anterior": cam}, 0.5, "metastasis"))
+                out.append(explain.Explanation(name, study, {"anterior": cam}, 0.5, "metastasis"))
             return out
         return explain_studies
 
@@ -142,6 +142,6 @@ def test_trained_model_points_at_lesions_well_above_chance(tmp_path):
                                          learning_rate=1e-3, lr_schedule="cosine", model_options={"pooling": "max"},
                                          output_dir=str(tmp_path), run_name="pg")), log=lambda *_: None)
     assert json.loads((run_dir / "metrics.json").read_text())["auc"] >= 0.9  # a trained model, else moot
-    result = explain.pointing_game(load_run(run_dir), "test", "scorecam", views="both", log=lambda *_: None)
+    result = explain.pointing_game(Run.load(run_dir), "test", "scorecam", views="both", log=lambda *_: None)
     assert result["studies"] >= 40
     assert result["score"] >= 2.5 * result["chance"] and result["p_value"] < 0.01, result

@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tfbonemet.tasks import export as export_lib
 from tfbonemet.cli import cli
-from tfbonemet.data.datasets import load_split
+from tfbonemet.data.datasets import open_split
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
 from tfbonemet.errors import ModelError
-from tfbonemet.evaluate import load_run
+from tfbonemet.run import Run
+from tfbonemet.tasks import export as export_lib
 from tfbonemet.tasks.predict import discover, iter_predictions, load_runner
 
 from conftest import TINY
@@ -75,10 +75,10 @@ def test_model_card_has_io_and_no_identifiers(two_view, tiny_run_dir):
     assert meta["classes"] == ["no_metastasis", "metastasis"] and meta["metrics"]
     card = (two_view / "MODEL_CARD.md").read_text()
     assert "not a stand-alone diagnosis" in card.lower()
-    run = load_run(tiny_run_dir)
+    run = Run.load(tiny_run_dir)
     text = card + json.dumps(meta)
     for split in ("train", "validation"):
-        for patient in load_split(run.config, split, log=quiet).patient_hash:
+        for patient in open_split(run.config, split).patients:
             assert patient not in text
     assert "FAKE-" not in text and "PHANTOM^" not in text
 
@@ -89,14 +89,13 @@ def test_signatures_named_with_preprocessing_inside(two_view, tiny_run_dir):
     serve = loaded.signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"anterior", "posterior"}
     assert set(serve.structured_outputs) == {"probabilities", "label"}
-    run = load_run(tiny_run_dir)
-    val = load_split(run.config, "validation", log=quiet)
-    expected = load_runner(tiny_run_dir).predict([{"anterior": a, "posterior": p}
-                                                  for a, p in zip(val.anterior, val.posterior)])
-    counts = {v: tf.constant(getattr(val, v)[..., None].astype(np.float32)) for v in ("anterior", "posterior")}
+    run = Run.load(tiny_run_dir)
+    studies = [study for _, study in open_split(run.config, "validation").raw_studies(("anterior", "posterior"))]
+    expected = load_runner(tiny_run_dir).predict(studies)
+    counts = {v: tf.constant(np.stack([s[v] for s in studies])[..., None]) for v in ("anterior", "posterior")}
     got = serve(**counts)
     np.testing.assert_allclose(got["probabilities"].numpy(), expected, atol=1e-5)
-    np.testing.assert_array_equal(got["label"].numpy(), expected.argmax(1))
+    np.testing.assert_array_equal(got["label"].numpy(), (expected[:, 1] >= run.threshold).astype(int))
     # any size: a 2x larger acquisition still runs (resized with padding inside)
     big = {v: tf.image.resize(t[:1], (256, 64), method="nearest") for v, t in counts.items()}
     assert serve(**big)["probabilities"].shape == (1, 2)

@@ -19,9 +19,10 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from tfbonemet.data.phantom import BoneScanPhantom
-from tfbonemet.data.preprocess import mirror_posterior, normalise_counts
+from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.errors import ModelError
-from tfbonemet.models import MODELS, build_model, finetune, freeze_backbone, load_backbone_weights, unfreeze
+from tfbonemet.models import MODELS, build_model, finetune
+from tfbonemet.models.finetune import freeze_backbone, load_backbone_weights, unfreeze
 from tfbonemet.models.two_view import backbones, build_scint_backbone
 
 SIZES = {"two_view_net": (64, 32), "dscint": (64, 32), "xception": (71, 71), "inception_v3": (75, 75)}
@@ -61,12 +62,10 @@ def phantom_batch(size, n=8):
     phantom = BoneScanPhantom(shape=(128, 32), seed=3, class_probs=(0.5, 0.5, 0.0, 0.0))
     studies = [phantom.study(i, label=i % 2) for i in range(n)]
 
-    def views(key, mirror=False):
-        x = normalise_counts(np.stack([getattr(s, key) for s in studies])[..., None])
-        return tf.image.resize(mirror_posterior(x) if mirror else x, size).numpy()
-
+    preprocessor = ScanPreprocessor("two_view", size)
+    prepared = [preprocessor.numpy({"anterior": s.anterior, "posterior": s.posterior}) for s in studies]
     labels = np.array([s.is_metastatic for s in studies], dtype=np.int32)
-    return {"anterior": views("anterior"), "posterior": views("posterior", mirror=True)}, labels
+    return {v: np.stack([p[v] for p in prepared]) for v in ("anterior", "posterior")}, labels
 
 
 def model_inputs(name, views):

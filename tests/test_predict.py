@@ -89,8 +89,8 @@ def test_bad_models_one_line(phantom_dicom, tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"garbage")
     (tmp_path / "broken" / "metadata.json").write_text(json.dumps({"preprocessing": {
-        "views": "two_view", "image_height": 8, "image_width": 8, "normalisation": "sqrt", "percentile": 99.5,
-        "classes": ["a", "b"]}}))
+        "views": "two_view", "image_size": [8, 8], "normalisation": "sqrt", "percentile": 99.5},
+        "classes": ["a", "b"], "threshold": 0.5}))
     assert "cannot load SavedModel" in one_line_error([tmp_path / "broken", phantom_dicom])
     (tmp_path / "m.tflite").write_bytes(b"garbage")
     (tmp_path / "metadata.json").write_text((tmp_path / "broken" / "metadata.json").read_text())

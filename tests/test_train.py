@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from tfbonemet import config as config_lib
-from tfbonemet import execution, train
 from tfbonemet.errors import ConfigError
-from tfbonemet.models import MODELS, build_model
+from tfbonemet.models import MODELS
+from tfbonemet.run import read_config
+from tfbonemet.tasks.train import trainer as train
+from tfbonemet.tasks.train.validation import validate
 
 TINY = dict(num_studies=40, image_height=128, image_width=32, epochs=2, batch_size=8,
             model_options={"filters": [8, 16, 16]})
@@ -31,9 +33,12 @@ def test_fit_with_augmentation_balanced_sampling_focal_loss_and_cosine_schedule(
     assert not (run_dir / "backup").exists()
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["precision"] == "float32" and saved["jit"] == "off"  # auto resolved and recorded
-    assert train.resolved_config(run_dir).sampling == "balanced"
+    assert read_config(run_dir).sampling == "balanced"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and 0 <= metrics["auc"] <= 1
+    point = metrics["operating_point"]
+    assert point["rule"] == "max_f1" and point["chosen_on"] == "validation" and 0 < point["threshold"] < 1
+    assert json.loads((run_dir / "preprocessor.json").read_text())["image_size"] == [128, 32]
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.output_shape == (None, 2)
 
@@ -43,7 +48,7 @@ def test_presets_resolve_to_valid_configs_and_options_override_them(name):
     values = config_lib.load_preset(name)
     assert values["model"] in MODELS
     config = config_lib.resolve(name, {"epochs": 1, "augmentation": {"rotation": 1.0}})
-    train.validate(config)
+    validate(config)
     assert config.epochs == 1 and config.augmentation["rotation"] == 1.0
     assert config_lib.preset_description(name)
     assert len(config_lib.preset_names()) >= 5
@@ -51,11 +56,11 @@ def test_presets_resolve_to_valid_configs_and_options_override_them(name):
 
 def test_bad_settings_name_the_value(tmp_path):
     with pytest.raises(ConfigError, match="precision 'half'"):
-        train.validate(tiny(tmp_path, precision="half"))
+        validate(tiny(tmp_path, precision="half"))
     with pytest.raises(ConfigError, match="head_epochs"):
         weights = tmp_path / "b.keras"
         weights.write_bytes(b"")
-        train.validate(tiny(tmp_path, init_backbone=str(weights), head_epochs=2))
+        validate(tiny(tmp_path, init_backbone=str(weights), head_epochs=2))
     with pytest.raises(ConfigError, match="unknown preset"):
         config_lib.resolve("nope")
 
@@ -104,32 +109,15 @@ def test_cross_validation_writes_per_fold_and_mean_figures(tmp_path):
     assert cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=3, log=quiet) == cv_dir  # resumes: no retrain
 
 
-def tiny_net():
-    return build_model("two_view_net", image_size=(64, 32), filters=(4, 8))
+def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
+    """No --image-size: the typical study size, rounded down to a multiple of 8, capped in pixels."""
+    from types import SimpleNamespace
 
-
-def test_auto_execution_rules_without_a_probe(monkeypatch):
-    monkeypatch.setattr(execution, "cpu_has_bf16", lambda: True)
-    assert execution.candidates("auto", "auto") == [("float32", False), ("float32", True), ("mixed_bfloat16", False),
-                                                    ("mixed_bfloat16", True)]
-    assert execution.candidates("float32", "auto") == [("float32", False)]  # Keras' CPU rule: no XLA unprobed
-    monkeypatch.setattr(execution, "cpu_has_bf16", lambda: False)
-    assert execution.candidates("auto", "off") == [("float32", False)]  # emulated bfloat16 is never a candidate
-    monkeypatch.setattr(execution, "has_gpu", lambda: True)
-    assert execution.choose("auto", "auto", tiny_net, {}, 4, log=quiet) == ("mixed_float16", True)
-    assert execution.choose("float32", "off", tiny_net, {}, 4, log=quiet) == ("float32", False)
-
-
-@pytest.mark.slow
-def test_auto_precision_times_candidates_once_and_caches(tmp_path, monkeypatch):
-    monkeypatch.setattr(execution, "cpu_has_bf16", lambda: True)
-    monkeypatch.setattr(execution, "has_gpu", lambda: False)
-    lines = []
-    build = tiny_net
-    key = {"model": "test", "size": [64, 32]}
-    precision, jit = execution.choose("auto", "auto", build, key, 4, log=lines.append)
-    assert (precision, jit) in execution.candidates("auto", "auto") and len(execution.candidates("auto", "auto")) == 4
-    assert "chose" in lines[-1] and "ms/step" in lines[-1]
-    again = []
-    assert execution.choose("auto", "auto", build, key, 4, log=again.append) == (precision, jit)
-    assert any("cached" in line for line in again)
+    def split(height, width):
+        return SimpleNamespace(typical_size=lambda: (height, width))
+    config = tiny(tmp_path, image_height=None, image_width=None)
+    assert train.input_size(config, split(170, 68), log=quiet) == (168, 64)  # BS-80K chest crops
+    assert train.input_size(config, split(1024, 256), log=quiet) == (512, 128)  # whole body, downsampled
+    thorax = tiny(tmp_path, image_height=None, image_width=None, crop="thorax")
+    assert train.input_size(thorax, split(1024, 256), log=quiet) == (320, 256)
+    assert train.input_size(tiny(tmp_path), split(170, 68), log=quiet) == (128, 32)  # an explicit size wins

@@ -59,7 +59,7 @@ def detect_layout(manual_dir: Path) -> str:
         return "dicom"
     if (manual_dir / MANIFEST_CSV).is_file():
         return "manifest"
-    if _bs80k_pairs(manual_dir):
+    if bs80k_pairs(manual_dir):
         return "bs80k"
     state = "is empty" if not any(manual_dir.iterdir()) else "has no recognised layout"
     raise DataError(f"{manual_dir}: {state}: expected {LABELS_CSV} with DICOM files, {MANIFEST_CSV}, "
@@ -239,7 +239,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
 
 # ------------------------------------------------------------------ layout (b): BS-80K
 
-def _bs80k_pairs(manual_dir: Path) -> list[tuple[Path, Path]]:
+def bs80k_pairs(manual_dir: Path) -> list[tuple[Path, Path]]:
     """(anterior folder, posterior folder) pairs such as chestRANT/ + chestRPOST/."""
     pairs = []
     for folder in sorted(p for p in manual_dir.iterdir() if p.is_dir() and p.name.upper().endswith("ANT")):
@@ -276,7 +276,7 @@ def _load_pair(paths: tuple[Path, Path], where: str) -> dict:
 
 def _bs80k_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
     records = []
-    for ant_dir, post_dir in _bs80k_pairs(manual_dir):
+    for ant_dir, post_dir in bs80k_pairs(manual_dir):
         ant, post = _bs80k_labels(ant_dir, on_bad), _bs80k_labels(post_dir, on_bad)
         for name in sorted(set(ant) ^ set(post)):
             listed, other = (ant_dir, post_dir) if name in ant else (post_dir, ant_dir)

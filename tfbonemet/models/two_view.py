@@ -9,8 +9,8 @@ import keras
 from keras import layers
 
 from tfbonemet.models.layers import AGGREGATIONS, ViewAggregation
+from tfbonemet.vocab import VIEWS
 
-VIEWS = ("anterior", "posterior")
 POOLINGS = ("avg", "max", "avgmax")
 
 
@@ -20,19 +20,34 @@ def conv_bn_relu(x, filters, kernel_size=3, strides=1, name="conv"):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_scint_backbone(input_shape=(512, 128, 1), filters=(16, 32, 64, 128, 128), name="scint_backbone"):
-    """Self-defined CNN: a strided stem, then conv + max-pool stages; outputs the last feature maps.
+def build_scint_backbone(input_shape=(512, 128, 1), filters=(16, 32, 64, 128, 128), convs_per_stage=1,
+                         stem_stride=2, name="scint_backbone"):
+    """Self-defined CNN: a stem, then stages of `convs_per_stage` 3x3 convs + max-pool; outputs the last maps.
 
+    `stem_stride` 2 (a 5x5 strided stem) halves the resolution at once, for whole-body views;
+    1 keeps every pixel for small regional crops, where a metastasis is a few pixels across.
     Max pooling keeps small hot spots alive through the downsampling, which average pooling
     would blur into the skeleton's uptake. The last convolution is named `last_conv` for Grad-CAM.
     """
     if len(filters) < 2:
         raise ValueError("the backbone needs at least two filter stages")
+    if convs_per_stage < 1 or stem_stride not in (1, 2):
+        raise ValueError(f"convs_per_stage must be at least 1 and stem_stride 1 or 2, got {convs_per_stage}, "
+                         f"{stem_stride}")
     image = keras.Input(shape=input_shape, name="image")
-    x = conv_bn_relu(image, filters[0], kernel_size=5, strides=2, name="stem")
+    if stem_stride == 2:
+        x = conv_bn_relu(image, filters[0], kernel_size=5, strides=2, name="stem")
+    else:  # a full-resolution first stage, pooled like the others
+        x = conv_bn_relu(image, filters[0], name="stem")
+        for conv in range(1, convs_per_stage):
+            x = conv_bn_relu(x, filters[0], name=f"stem_conv{conv + 1}")
+        x = layers.MaxPooling2D(2, name="stem_pool")(x)
     for stage, width in enumerate(filters[1:-1], start=1):
-        x = conv_bn_relu(x, width, name=f"stage{stage}_conv")
+        for conv in range(convs_per_stage):
+            x = conv_bn_relu(x, width, name=f"stage{stage}_conv" + (f"{conv + 1}" if convs_per_stage > 1 else ""))
         x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+    for conv in range(convs_per_stage - 1):
+        x = conv_bn_relu(x, filters[-1], name=f"last_stage_conv{conv + 1}")
     x = conv_bn_relu(x, filters[-1], name="last_conv")
     return keras.Model(image, x, name=name)
 
@@ -55,9 +70,9 @@ def classifier_head(x, num_classes, hidden_units=64, dropout=0.2):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
-def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64, 128, 128), shared_backbone=True,
-                       aggregation="concat", pooling="avgmax", hidden_units=64, dropout=0.2,
-                       name="two_view_net"):
+def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64, 128, 128), convs_per_stage=1,
+                       stem_stride=2, shared_backbone=True, aggregation="concat", pooling="avgmax", hidden_units=64,
+                       dropout=0.2, name="two_view_net"):
     """Inputs `anterior` and `posterior` (H, W, 1, posterior already mirrored); output `probabilities`.
 
     The feature maps of each view pass through an identity layer named `<view>_features`, the
@@ -69,11 +84,13 @@ def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     input_shape = (*image_size, 1)
     inputs = {view: keras.Input(shape=input_shape, name=view) for view in VIEWS}
-    shared = build_scint_backbone(input_shape, filters, name="backbone") if shared_backbone else None
+    def backbone(name):
+        return build_scint_backbone(input_shape, filters, convs_per_stage, stem_stride, name=name)
+    shared = backbone("backbone") if shared_backbone else None
     pooled = []
     for view in VIEWS:
-        backbone = shared or build_scint_backbone(input_shape, filters, name=f"{view}_backbone")
-        maps = layers.Identity(name=f"{view}_features")(backbone(inputs[view]))
+        branch = shared or backbone(f"{view}_backbone")
+        maps = layers.Identity(name=f"{view}_features")(branch(inputs[view]))
         pooled.append(pool_features(maps, pooling, view))
     fused = ViewAggregation(aggregation, name="view_aggregation")(pooled)
     outputs = classifier_head(fused, num_classes, hidden_units, dropout)

@@ -215,16 +215,21 @@ class StudyFiles:
     kind: str  # "dicom" or "image"
     files: list[Path]
     key: str  # image studies: the file name stem; DICOM: the StudyInstanceUID, hashed before it leaves
+    views: tuple[str, ...] = ()  # image studies whose views the folder names (BS-80K): one per file
 
 
 def discover(paths: Iterable[str | Path]) -> list[StudyFiles]:
     """Files and folders -> studies: DICOM grouped by StudyInstanceUID (headers only), images paired by name."""
     from tfbonemet.data.dicom import DICOM_SUFFIXES
 
-    dicom, images = [], []
+    dicom, images, paired = [], [], []
     for path in map(Path, paths):
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            pairs = _bs80k_studies(path)
+            taken = {f for study in pairs for f in study.files}
+            paired += pairs
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p not in taken
+                           and p.suffix.lower() != ".txt")
         elif path.is_file():
             files = [path]
         else:
@@ -234,9 +239,23 @@ def discover(paths: Iterable[str | Path]) -> list[StudyFiles]:
                 images.append(f)
             elif f.suffix.lower() in DICOM_SUFFIXES or path.is_file() or _is_dicom(f):
                 dicom.append(f)
-    if not dicom and not images:
+    if not dicom and not images and not paired:
         raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM or image files found")
-    return _group_dicom(dicom) + _group_images(images)
+    return _group_dicom(dicom) + paired + _group_images(images)
+
+
+def _bs80k_studies(folder: Path) -> list[StudyFiles]:
+    """BS-80K layout (chestRANT/ + chestRPOST/ ...): the same file name in both folders is one study."""
+    from tfbonemet.data.sources import bs80k_pairs
+
+    studies, pairs = [], bs80k_pairs(folder)
+    for ant_dir, post_dir in pairs:
+        posterior = {p.name: p for p in post_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        for ant in sorted(p for p in ant_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            if ant.name in posterior:  # keyed by file name, with the region when several regions are given
+                key = ant.stem if len(pairs) == 1 else f"{ant_dir.name[:-3]}-{ant.stem}"
+                studies.append(StudyFiles("image", [ant, posterior[ant.name]], key, ("anterior", "posterior")))
+    return studies
 
 
 def _is_dicom(path: Path) -> bool:
@@ -286,6 +305,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _image_views(study: StudyFiles) -> dict[str, np.ndarray]:
+    if study.views:
+        return {view: read_image(f) for view, f in zip(study.views, study.files)}
     views = {}
     for f in study.files:
         match = _VIEW_SUFFIX.search(f.stem)

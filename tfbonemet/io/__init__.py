@@ -1,0 +1,1 @@
+"""I/O: reading studies (DICOM, images), discovery, DICOMweb, and atomic writes."""
