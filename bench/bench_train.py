@@ -52,7 +52,7 @@ def main() -> None:
     from tfbonemet.preprocessing.augment import STANDARD, make_augment
     from tfbonemet.data.pipeline import PipelineConfig
     from tfbonemet.models import MODELS, build_model
-    from tfbonemet.tasks.train.trainer import fit_recipe
+    from tfbonemet.tasks.train.recipe import fit_recipe
 
     height, width = args.size
     config = FitConfig(image_height=height, image_width=width, batch_size=args.batch_size)

@@ -13,6 +13,7 @@ from tfbonemet import config as config_lib
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS
 from tfbonemet.run import read_config
+from tfbonemet.tasks.train import recipe
 from tfbonemet.tasks.train import trainer as train
 from tfbonemet.tasks.train.validation import validate
 
@@ -116,8 +117,8 @@ def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
     def split(height, width):
         return SimpleNamespace(typical_size=lambda: (height, width))
     config = tiny(tmp_path, image_height=None, image_width=None)
-    assert train.input_size(config, split(170, 68), log=quiet) == (168, 64)  # BS-80K chest crops
-    assert train.input_size(config, split(1024, 256), log=quiet) == (512, 128)  # whole body, downsampled
+    assert recipe.input_size(config, split(170, 68), log=quiet) == (168, 64)  # BS-80K chest crops
+    assert recipe.input_size(config, split(1024, 256), log=quiet) == (512, 128)  # whole body, downsampled
     thorax = tiny(tmp_path, image_height=None, image_width=None, crop="thorax")
-    assert train.input_size(thorax, split(1024, 256), log=quiet) == (320, 256)
-    assert train.input_size(tiny(tmp_path), split(170, 68), log=quiet) == (128, 32)  # an explicit size wins
+    assert recipe.input_size(thorax, split(1024, 256), log=quiet) == (320, 256)
+    assert recipe.input_size(tiny(tmp_path), split(170, 68), log=quiet) == (128, 32)  # an explicit size wins

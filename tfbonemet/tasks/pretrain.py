@@ -18,7 +18,8 @@ from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
 from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.tasks.train.trainer import Recipe, start_run
+from tfbonemet.tasks.train.recipe import Recipe
+from tfbonemet.tasks.train.trainer import start_run
 from tfbonemet.tasks.train.validation import validate
 
 BACKBONE_FILE = "backbone.keras"

@@ -1,0 +1,98 @@
+"""The training recipe: what is trained on what, at which input size, with which optimiser, schedule and loss.
+
+Kept apart from the training loop (trainer.py), so choosing a recipe and running it on one or many
+workers are separate concerns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import keras
+
+from tfbonemet.config import FitConfig
+from tfbonemet.data import datasets
+from tfbonemet.models import build_model, input_convention
+from tfbonemet.preprocessing import CROPS
+from tfbonemet.tasks.train.validation import MIN_IMAGE_SIDE
+from tfbonemet.vocab import TASKS
+
+MAX_INPUT_PIXELS = 512 * 128  # per view: larger studies are read downsampled (fits 2 CPU cores)
+SIZE_MULTIPLE = 8  # three 2x poolings divide the input evenly
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What is trained on what: the model builder, the inputs it takes and the classes it predicts.
+
+    `task` None keeps a dataset's own classes (pre-training on chest X-rays).
+    """
+
+    build: Callable[[], keras.Model]
+    views: str  # key of vocab.VIEW_SETS
+    task: str | None
+    class_names: tuple[str, ...]
+    model_file: str = "model.keras"
+
+
+def fit_recipe(config: FitConfig) -> Recipe:
+    """The recipe of `tfbonemet fit`: the registered model on the scans, for the configured task."""
+    class_names = tuple(TASKS[config.task])
+
+    def build():
+        return build_model(config.model, image_size=(config.image_height, config.image_width),
+                           num_classes=len(class_names), **config.model_options)
+    views = "two_view" if input_convention(config.model) == "two_view" else "anterior"
+    return Recipe(build, views, config.task, class_names)
+
+
+def input_size(config: FitConfig, train_split: datasets.Split, log=print) -> tuple[int, int]:
+    """The model input size: as configured, else the data's typical (cropped) study size, never upsampled.
+
+    Studies larger than MAX_INPUT_PIXELS are read downsampled with their aspect ratio kept; sides
+    are rounded down to a multiple of SIZE_MULTIPLE.
+    """
+    if config.image_height:
+        return config.image_height, config.image_width
+    height, width = train_split.typical_size()
+    fy0, fx0, fy1, fx1 = CROPS[config.crop]
+    height, width = height * (fy1 - fy0), width * (fx1 - fx0)
+    shrink = min(1.0, math.sqrt(MAX_INPUT_PIXELS / (height * width)))
+    size = tuple(max(MIN_IMAGE_SIDE, int(side * shrink) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in (height, width))
+    log(f"Input size {size[0]}x{size[1]} per view, from the data's typical study size "
+        f"{int(height)}x{int(width)}{' after the crop' if config.crop != 'none' else ''} "
+        f"(set --image-size to override)")
+    return size
+
+
+@dataclasses.dataclass
+class Stage:
+    """A contiguous range of epochs trained with one compiled optimizer (head-only, or all layers)."""
+
+    name: str
+    first_epoch: int
+    last_epoch: int  # exclusive
+    learning_rate: float
+    frozen_backbone: bool
+
+
+def stages(config: FitConfig) -> list[Stage]:
+    """Plain training is one stage; fine-tuning a pre-trained backbone is head-first, then all at a lower rate."""
+    if not config.init_backbone or not config.head_epochs:
+        return [Stage("train", 0, config.epochs, config.learning_rate, False)]
+    return [Stage("head", 0, config.head_epochs, config.learning_rate, True),
+            Stage("finetune", config.head_epochs, config.epochs, config.learning_rate * config.finetune_lr_factor,
+                  False)]
+
+
+def compile_model(model: keras.Model, config: FitConfig, stage: Stage, steps_per_epoch: int, jit: bool) -> None:
+    rate = stage.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, (stage.last_epoch - stage.first_epoch) * steps_per_epoch)
+    if config.loss == "focal":
+        loss = keras.losses.CategoricalFocalCrossentropy(gamma=config.focal_gamma)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    else:
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, jit_compile=jit)
