@@ -34,15 +34,15 @@ def test_mirrored_strategy_trains_on_two_replicas(tmp_path):
 
 
 def test_multi_worker_needs_a_cluster(monkeypatch):
-    from tfbonemet import execution
+    from tfbonemet.tasks.train import distribute
     from tfbonemet.errors import ConfigError
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="TF_CONFIG"):
-        execution.make_strategy("multi-worker")
+        distribute.make_strategy("multi-worker")
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
                                                 "task": {"type": "worker", "index": 1}}))
-    assert not execution.is_chief()
+    assert not distribute.is_chief()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
-    assert execution.is_chief()
+    assert distribute.is_chief()

@@ -1,4 +1,4 @@
-"""How a run executes: dtype policy, XLA compilation and tf.distribute strategy.
+"""How a run executes: dtype policy and XLA compilation (strategies: tfbonemet.tasks.train.distribute).
 
 Which precision and compilation pay off depends on the model, the input size and the CPU
 (bfloat16 is native only with AVX512_BF16/AMX; XLA helps some graphs and hurts others), so
@@ -24,12 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfbonemet.data.synthetic import cache_root
-from tfbonemet.errors import ConfigError
 from tfbonemet.io import atomic
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JIT_MODES = ("on", "off", "auto")
-STRATEGIES = ("default", "mirrored", "multi-worker")
 PROBE_VERSION = 2  # bump when the timing method changes: older cached timings are then ignored
 PROBE_ROUNDS = 3  # timed windows per candidate, taken in turn so load from other processes hits all alike
 PROBE_WINDOW_S = 1.0  # aim of one timed window; at least MIN_WINDOW_STEPS steps
@@ -48,31 +46,6 @@ def dtype_policy(precision: str):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`multi-worker` reads the cluster from TF_CONFIG (see docs/training.md)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":  # every local GPU; without GPUs every logical CPU device (one unless configured)
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi-worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ConfigError("strategy multi-worker needs TF_CONFIG describing the cluster and this worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-
-
-def is_chief() -> bool:
-    """True unless TF_CONFIG makes this process a non-chief worker (which must not own the run directory)."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
-    if not task:
-        return True
-    if task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
 
 
 def has_gpu() -> bool:

@@ -28,6 +28,7 @@ from tfbonemet.models import finetune
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.preprocessing.augment import make_augment
 from tfbonemet.run import CONFIG_JSON, PREPROCESSOR_JSON, load_keras_model, preprocessor_for, read_config
+from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, ValidationAUC,
                                              diverged_error)
 from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, stages
@@ -53,7 +54,7 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
 def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split, log) -> Path:
     """Create the run directory, record the resolved configuration, train; a run that fails before its
     first epoch is finished is removed again."""
-    chief = execution.is_chief()
+    chief = distribute.is_chief()
     if chief:
         run_dir = make_run_dir(config)
     else:
@@ -96,7 +97,7 @@ def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocess
                  train_split: datasets.Split | None = None, val_split: datasets.Split | None = None) -> Path:
     """Train into `run_dir` (continuing from its backups, if any) and write the model and metrics."""
     keras.utils.set_random_seed(config.seed)
-    strategy = execution.make_strategy(config.strategy)
+    strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     train_split = train_split or datasets.open_split(config, "train")
     val_split = val_split or datasets.open_split(config, "validation")
