@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from tfbonemet.cli import cli
 from tfbonemet.run import Run
 from tfbonemet.tasks import explain
+from tfbonemet.tasks.explain import pointing
 
 
 @pytest.fixture(scope="module")
@@ -66,32 +67,79 @@ def test_maps_return_to_each_views_frame(run):
     np.testing.assert_allclose(mirrored, back[:, ::-1], atol=1e-6)
 
 
-def test_cli_writes_png_and_secondary_capture(tiny_run_dir, tmp_path):
+def test_cli_writes_figure_named_after_the_study(tiny_run_dir, tmp_path):
     result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--num", "1", "--method", "gradcam",
-                                      "--dicom-output", "--output-dir", str(tmp_path)])
+                                      "--output-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    png, dcm = tmp_path / "test-000-gradcam.png", tmp_path / "test-000-gradcam.dcm"
-    assert png.read_bytes()[:4] == b"\x89PNG"
-    ds = pydicom.dcmread(dcm)
-    assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
-    assert ds.PhotometricInterpretation == "RGB" and ds.pixel_array.shape == (128, 32 * 2 + 8, 3)
-    assert ds.PatientName == "" and ds.PatientID == ""
+    png = tmp_path / "test-000-gradcam.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and "predicted" in result.output
+    from PIL import Image
+
+    width, height = Image.open(png).size
+    assert height >= 128 * 5  # a 128x32 view is enlarged by a whole factor, never shrunk
 
 
-def test_cli_explains_dicom_studies_into_their_study(tiny_run_dir, tmp_path):
+def test_dicom_output_needs_dicom_inputs(tiny_run_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--dicom-output", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "--dicom" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("deidentify", [False, True])
+def test_cli_explains_dicom_studies_into_their_study(tiny_run_dir, tmp_path, deidentify):
     from tfbonemet.data.phantom import BoneScanPhantom
     from tfbonemet.data.phantom_dicom import write_study
 
     (source,) = write_study(BoneScanPhantom(shape=(256, 64), seed=3).study(0, label=1), tmp_path / "in")
     result = CliRunner().invoke(cli, ["explain", str(tiny_run_dir), "--dicom", str(source), "--dicom-output",
-                                      "--output-dir", str(tmp_path / "out")])
+                                      "--output-dir", str(tmp_path / "out")] + ["--deidentify"] * deidentify)
     assert result.exit_code == 0, result.output
-    (capture,) = (tmp_path / "out").glob("*.dcm")
-    original, ds = pydicom.dcmread(source), pydicom.dcmread(capture)
-    assert ds.StudyInstanceUID == original.StudyInstanceUID
-    assert ds.SeriesInstanceUID != original.SeriesInstanceUID and ds.SOPInstanceUID != original.SOPInstanceUID
-    assert str(ds.PatientName) == "" and ds.pixel_array.shape == (256, 64 * 2 + 8, 3)
-    assert (tmp_path / "out" / capture.with_suffix(".png").name).exists()
+    captures = sorted((tmp_path / "out").glob("*.dcm"))
+    assert [c.name.rsplit("-", 1)[1] for c in captures] == ["anterior.dcm", "posterior.dcm"]
+    original = pydicom.dcmread(source)
+    for capture in captures:
+        ds = pydicom.dcmread(capture)
+        assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and ds.PhotometricInterpretation == "RGB"
+        assert (ds.StudyInstanceUID == original.StudyInstanceUID) != deidentify
+        assert ds.SeriesInstanceUID != original.SeriesInstanceUID and ds.SOPInstanceUID != original.SOPInstanceUID
+        assert (str(ds.PatientName) == str(original.PatientName)) != deidentify
+        assert ds.pixel_array.shape[1] >= 64 and ds.PatientOrientation
+    index = (tmp_path / "out" / "source_index.csv").read_text().splitlines()
+    name = captures[0].name.rsplit("-", 2)[0]
+    assert index[0] == "study,source" and index[1] == f"{name},{source.resolve()}"
+    assert (tmp_path / "out" / f"{name}-gradcam.png").exists()
+    assert str(source.parent) not in name and "FAKE" not in name
+
+
+def test_heat_is_tied_to_the_probability():
+    """Two studies with the same relative map: the less probable one is drawn cooler (one colour scale)."""
+    views, maps = {"anterior": np.ones((8, 4))}, {"anterior": np.linspace(0, 1, 32).reshape(8, 4)}
+    low, high = (explain.Explanation("s", views, maps, p, "metastasis") for p in (0.48, 0.97))
+    assert high.heat["anterior"].max() == pytest.approx(0.97) and low.heat["anterior"].max() == pytest.approx(0.48)
+    rgb_low, rgb_high = (explain.overlay_rgb(views["anterior"], e.heat["anterior"]) for e in (low, high))
+    background = explain.overlay_rgb(views["anterior"], np.zeros((8, 4)))
+    assert np.abs(rgb_high.astype(int) - background).sum() > np.abs(rgb_low.astype(int) - background).sum()
+    assert (explain.overlay_rgb(views["anterior"], np.zeros((8, 4))) == background[0, 0]).all()  # low: bone only
+
+
+def test_figure_marks_sides_labels_and_lesion_legend():
+    from tfbonemet.tasks.explain import figures
+
+    rng = np.random.default_rng(0)
+    views = {v: rng.poisson(50, (128, 32)).astype(float) for v in ("anterior", "posterior")}
+    maps = {v: rng.random((128, 32)) for v in views}
+    e = explain.Explanation("test-007", views, maps, 0.81, "metastasis", "metastasis", 0.42, "no_metastasis",
+                            boxes=[(10, 4, 20, 12)])
+    fig = figures.figure(e, "gradcam")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("R") == 2 and texts.count("L") == 2
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["ANT", "POST (as acquired)"]
+    title = fig._suptitle.get_text()
+    for part in ("true: no_metastasis", "predicted: metastasis", "P(metastasis) = 0.810", "threshold 0.420"):
+        assert part in title
+    assert "known lesion" in fig.legends[0].texts[0].get_text()
+    posterior_box = fig.axes[1].patches[0]
+    assert posterior_box.get_x() == 32 - 12 - 0.5  # mirrored onto the posterior view as acquired
+    assert "P(metastasis)" in fig.axes[2].get_ylabel()  # the colour bar
 
 
 def test_pointing_game_scores_peaks_against_lesion_boxes(run, monkeypatch):
@@ -111,10 +159,10 @@ def test_pointing_game_scores_peaks_against_lesion_boxes(run, monkeypatch):
             return out
         return explain_studies
 
-    monkeypatch.setattr(explain, "explain_studies", fake(lambda y0, x0, y1, x1: ((y0 + y1) // 2, (x0 + x1) // 2)))
+    monkeypatch.setattr(pointing, "explain_studies", fake(lambda y0, x0, y1, x1: ((y0 + y1) // 2, (x0 + x1) // 2)))
     hit = explain.pointing_game(run, "test", tolerance=1, log=lambda *_: None)
     assert hit["score"] == 1.0 and 0 < hit["chance"] < 0.5 and hit["studies"] >= 1
-    monkeypatch.setattr(explain, "explain_studies", fake(lambda *_: (0, 0)))
+    monkeypatch.setattr(pointing, "explain_studies", fake(lambda *_: (0, 0)))
     miss = explain.pointing_game(run, "test", tolerance=1, log=lambda *_: None)
     assert miss["score"] == 0.0 and miss["chance"] == hit["chance"]
 

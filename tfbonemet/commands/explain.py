@@ -18,7 +18,11 @@ METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="gradcam", show_default=True)
 @click.option("--class", "class_name", default="metastasis", show_default=True, help="Class whose evidence is mapped.")
 @click.option("--only-class", is_flag=True, help="From the split, take only studies labelled with --class.")
-@click.option("--dicom-output", is_flag=True, help="Also write each overlay as a DICOM Secondary Capture.")
+@click.option("--dicom-output", is_flag=True,
+              help="With --dicom: also write each view's overlay as a labelled DICOM Secondary Capture in its study.")
+@click.option("--deidentify", is_flag=True,
+              help="With --dicom-output: put the captures in a pseudonymous study (salted-hash IDs, no names or "
+                   "dates) instead of the source study.")
 @click.option("--pointing-game", is_flag=True,
               help="Instead of drawing: score how often the anterior map's peak hits a known phantom lesion.")
 @click.option("--tolerance", type=click.IntRange(min=0), default=None,
@@ -29,13 +33,16 @@ METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
 @click.option("--output-dir", type=click.Path(), default=None,
               help="Default: RUN/explain-<split>/ (or explain-dicom/); pointing-game JSON goes to RUN/.")
 @with_data_options
-def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_output, pointing_game, tolerance,
-            pg_views, output_dir, data, num_studies, seed):
+def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_output, deidentify, pointing_game,
+            tolerance, pg_views, output_dir, data, num_studies, seed):
     """Heat maps of what drove RUN's prediction (a run directory or a .keras model), one per view.
 
     The posterior map is drawn on the posterior view as acquired (mirrored back from the
-    model's input frame). PNGs by default; --dicom-output adds RGB Secondary Captures that join
-    the source study (only its StudyInstanceUID is copied).
+    model's input frame); the heat shown is the map times the predicted probability, on one
+    colour scale for every study. PNGs by default, named `<split>-<index>` or, for DICOM, by the
+    salted study key (source_index.csv, written beside them, maps keys to your files: keep it
+    local). --dicom-output adds one labelled RGB Secondary Capture per view in the source study
+    (or a pseudonymous one with --deidentify).
     """
     from tfbonemet.tasks import explain as explain_lib
 
@@ -58,7 +65,7 @@ def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_
             write_json(out / name, result)
         return
     explain_lib.run_explain(run, split, num, dicom_paths, methods, output_dir, dicom_output, class_name,
-                            only_class, options, log=click.echo)
+                            only_class, options, deidentify=deidentify, log=click.echo)
 
 
 COMMANDS = [explain]

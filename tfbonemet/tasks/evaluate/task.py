@@ -19,6 +19,7 @@ from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig
 from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import make_dir, write_text
+from tfbonemet.progress import counter, counting
 from tfbonemet.run import Run
 
 
@@ -103,19 +104,23 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
                                                         target_sensitivity)
             method, chosen_on = f"sensitivity >= {target_sensitivity:g}", "validation"
         points = {}
-        log(f"Bootstrapping {n_bootstrap} patient resamples at 2 thresholds ...")
-        for name, t in (("default", 0.5), ("operating_point", threshold)):
-            statistic = binary_figures(t)
-            intervals = metrics_lib.bootstrap_ci(statistic, y, probabilities, groups, n_bootstrap, seed=seed)
-            y_pred = (p >= t).astype(int)
-            points[name] = {"threshold": float(t), "figures": with_ci(statistic(y, probabilities), intervals),
-                            "confusion_matrix": np.bincount(2 * y + y_pred, minlength=4).reshape(2, 2).tolist()}
+        with counter(f"Bootstrapping {n_bootstrap} patient resamples at 2 thresholds", 2 * n_bootstrap, log,
+                     unit="resample") as advance:
+            for name, t in (("default", 0.5), ("operating_point", threshold)):
+                statistic = binary_figures(t)
+                intervals = metrics_lib.bootstrap_ci(counting(statistic, advance), y, probabilities, groups,
+                                                     n_bootstrap, seed=seed)
+                y_pred = (p >= t).astype(int)
+                points[name] = {"threshold": float(t), "figures": with_ci(statistic(y, probabilities), intervals),
+                                "confusion_matrix": np.bincount(2 * y + y_pred, minlength=4).reshape(2, 2).tolist()}
         points["operating_point"].update(method=method, chosen_on=chosen_on)
         results["thresholds"] = points
         summary = {k: v["value"] for k, v in points["default"]["figures"].items()}
     else:
         figures = metrics_lib.per_class_metrics(y, probabilities, run.classes)
-        intervals = metrics_lib.bootstrap_ci(multiclass_figures, y, probabilities, groups, n_bootstrap, seed=seed)
+        with counter(f"Bootstrapping {n_bootstrap} patient resamples", n_bootstrap, log, unit="resample") as advance:
+            intervals = metrics_lib.bootstrap_ci(counting(multiclass_figures, advance), y, probabilities, groups,
+                                                 n_bootstrap, seed=seed)
         results.update(figures)
         results["averages"] = with_ci(multiclass_figures(y, probabilities), intervals)
         results["confusion_matrix"] = np.bincount(len(run.classes) * y + probabilities.argmax(1),
@@ -130,13 +135,14 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
 
 def run_evaluation(path, split: str = "test", output_dir=None, log=print, **options) -> Path:
     """Evaluate and write metrics.json, predictions.csv, report.md and the figures; returns the output directory."""
-    from tfbonemet.tasks import report
+    from tfbonemet.tasks.evaluate import report
 
     results, run, predictions = evaluate(path, split, log=log, **options)
     path = Path(path)
     out = make_dir(Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / f"eval-{split}")
     write_text(out / "predictions.csv", predictions_csv(run, predictions))
-    report.write_report(out, results, predictions.labels, predictions.probabilities, source=path.name)
+    report.write_report(out, results, predictions.labels, predictions.probabilities, source=path.name,
+                        groups=predictions.patients)
     s = results["summary"]
     log(f"{split}: " + ", ".join(f"{k} {s[k]:.3f}" for k in ("accuracy", "recall", "specificity", "f1", "auc",
                                                               "pr_auc", "ece")))
