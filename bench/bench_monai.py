@@ -58,6 +58,13 @@ class Worker:
         self.proc.wait()
 
 
+def serve(ready: dict, seconds_per_step) -> None:
+    """The worker's side of `Worker`: `ready` as the first line, then one timed window per request."""
+    print(json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        print(json.dumps({"s": seconds_per_step(int(line))}), flush=True)
+
+
 def tf_worker(args) -> None:
     """The tfbonemet side: `execution.FitStepper` (compiled `fit` steps) at a precision, or the auto choice."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -78,10 +85,8 @@ def tf_worker(args) -> None:
         precision, jit = execution.choose("auto", args.jit, build, key, args.batch_size, log=lambda *_: None)
     stepper = execution.FitStepper((precision, jit), build, args.batch_size)
     import tensorflow as tf
-    print(json.dumps({"precision": precision, "jit": jit, "warm_s": stepper.seconds_per_step(1),
-                      "flops": forward_flops(stepper.model), "version": f"TensorFlow {tf.__version__}"}), flush=True)
-    for line in sys.stdin:
-        print(json.dumps({"s": stepper.seconds_per_step(int(line))}), flush=True)
+    serve({"precision": precision, "jit": jit, "warm_s": stepper.seconds_per_step(1),
+           "flops": forward_flops(stepper.model), "version": f"TensorFlow {tf.__version__}"}, stepper.seconds_per_step)
 
 
 def tf_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:

@@ -1,6 +1,7 @@
 """Training throughput per registered model: the real tf.data pipeline against in-memory cached batches
-(ratio; target >= 0.95), and float32 against mixed_bfloat16 and XLA (fit steps in alternating rounds, best
-of `--repeats`, as tfbonemet.execution's probe times them). The cached batches are the
+(ratio; target >= 0.95), and float32 against the other settings `--precision auto --jit auto` probes on this
+CPU (mixed_bfloat16 only with native bfloat16; XLA): fit steps in alternating rounds, best of `--repeats`,
+as tfbonemet.execution's probe times them. The cached batches are the
 pipeline's own first batches kept in memory, so both sides train on the same tensors.
 
     python bench/bench_train.py --models two_view_net --size 512 128 --steps 10
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(512, 128), metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--num-studies", type=int, default=320, help="phantom studies (70 %% train)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--augment", choices=("default", "standard", "none"), default="default",
                         help="training augmentation in the pipeline: fit's default set, STANDARD, or none")
@@ -49,24 +51,27 @@ def main() -> None:
     from tfbonemet import execution
     from tfbonemet.config import FitConfig
     from tfbonemet.data import datasets
-    from tfbonemet.preprocessing.augment import STANDARD, make_augment
-    from tfbonemet.data.pipeline import PipelineConfig
+    from tfbonemet.data.pipeline import BatchConfig
     from tfbonemet.models import MODELS, build_model
+    from tfbonemet.preprocessing.augment import STANDARD, make_augment
+    from tfbonemet.run import preprocessor_for
     from tfbonemet.tasks.train.recipe import fit_recipe
 
     height, width = args.size
-    config = FitConfig(image_height=height, image_width=width, batch_size=args.batch_size)
+    config = FitConfig(image_height=height, image_width=width, batch_size=args.batch_size,
+                       num_studies=args.num_studies)
     split = datasets.open_split(config, "train")
     print(f"{len(split)} training studies {height}x{width}, batch {args.batch_size}, {args.steps} steps, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
           + f", augmentation {args.augment}")
     sets = {"default": FitConfig().augmentation, "standard": STANDARD.as_dict(), "none": {}}
-    augment = make_augment(sets[args.augment], "sqrt")
+    augment = make_augment(sets[args.augment], config.normalisation)
     for name in args.models or sorted(MODELS):
-        recipe = fit_recipe(FitConfig(model=name, image_height=height, image_width=width))
-        pipeline = PipelineConfig(image_height=height, image_width=width, views=recipe.views,
-                                  batch_size=args.batch_size)
-        real = split.batches(pipeline, training=True, task="binary", augment=augment, repeat=True)
+        model_config = FitConfig(model=name, image_height=height, image_width=width)
+        recipe = fit_recipe(model_config)
+        preprocessor = preprocessor_for(model_config, recipe.views, (height, width))
+        real = split.batches(preprocessor, BatchConfig(batch_size=args.batch_size), training=True,
+                             task=recipe.task, augment=augment, repeat=True)
         cached = real.take(args.steps).cache().repeat()
         keras.utils.set_random_seed(0)
         model = recipe.build()
@@ -76,14 +81,14 @@ def main() -> None:
                                             args.batch_size, args.repeats)
         line = (f"{name:18s} pipeline {real_rate:7.1f} studies/s, cached {cached_rate:7.1f} studies/s, "
                 f"ratio {real_rate / cached_rate:.2f}")
-        if args.precision:  # the probe's own steppers and rounds, without its cache or its 10 % rule
+        if args.precision:  # the probe's own candidates, steppers and rounds, without its cache or its 10 % rule
             build = lambda name=name: build_model(name, image_size=(height, width))  # noqa: E731
-            options = [("float32", False), ("mixed_bfloat16", False), ("float32", True)]
+            options = execution.candidates("auto", "auto")
             timings = execution.alternate({execution.label(c): execution.FitStepper(c, build, args.batch_size)
                                            for c in options}, args.repeats)
-            base = min(timings["float32+noxla"])
-            for label, key in (("bf16", "mixed_bfloat16+noxla"), ("XLA", "float32+xla")):
-                line += f"; {label} {base / min(timings[key]):.2f}x"
+            base = min(timings[execution.label(options[0])])
+            line += "".join(f"; {execution.label(c)} {base / min(timings[execution.label(c)]):.2f}x"
+                            for c in options[1:])
         print(line, flush=True)
 
 

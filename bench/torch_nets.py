@@ -13,8 +13,6 @@ Single-channel inputs are repeated to three channels as tfbonemet's `repeat` ada
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 
 import torch
@@ -195,11 +193,10 @@ def main() -> None:
     stepper = Stepper(args.net, tuple(args.size), args.batch_size, args.channels_last)
     stepper.seconds_per_step(1)
     import monai
-    print(json.dumps({"label": stepper.label, "warm_s": stepper.seconds_per_step(1),
-                      "version": f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-                                 f"monai {monai.__version__}"}), flush=True)
-    for line in sys.stdin:
-        print(json.dumps({"s": stepper.seconds_per_step(int(line))}), flush=True)
+    from bench_monai import serve  # imports neither framework
+    serve({"label": stepper.label, "warm_s": stepper.seconds_per_step(1),
+           "version": f"torch {torch.__version__} ({torch.get_num_threads()} threads), monai {monai.__version__}"},
+          stepper.seconds_per_step)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """How a run executes: dtype policy and XLA compilation (strategies: tfbonemet.tasks.train.distribute).
 
 Which precision and compilation pay off depends on the model, the input size and the CPU
-(bfloat16 is native only with AVX512_BF16/AMX; XLA helps some graphs and hurts others), so
-`auto` does not guess on CPUs: it times real `fit` steps of each candidate at the run's input
-size and batch, in alternating rounds, and keeps float32 without XLA unless another candidate
-is clearly faster. The timings are cached per model, options, input size, batch, CPU and
-TensorFlow version.
+(bfloat16 is native only with AVX512_BF16/AMX: on an AVX2-only AMD EPYC, mixed_bfloat16 trained
+two_view_net 8.8x slower than float32, so it is not even timed there; XLA helps some graphs and
+hurts others), so `auto` does not guess on CPUs: it times real `fit` steps of each candidate at
+the run's input size and batch, in alternating rounds, and keeps float32 without XLA unless
+another candidate is clearly faster. The timings are cached per model, options, input size,
+batch, CPU and TensorFlow version. A run too short to repay the probe keeps float32 untimed.
 """
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ from tfbonemet.io import atomic
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JIT_MODES = ("on", "off", "auto")
-PROBE_VERSION = 2  # bump when the timing method changes: older cached timings are then ignored
-PROBE_ROUNDS = 3  # timed windows per candidate, taken in turn so load from other processes hits all alike
+PROBE_VERSION = 3  # bump when the timing method changes: older cached timings are then ignored
+PROBE_ROUNDS = 5  # timed windows per candidate, taken in turn so load from other processes hits all alike
 PROBE_WINDOW_S = 1.0  # aim of one timed window; at least MIN_WINDOW_STEPS steps
 MIN_WINDOW_STEPS, MAX_WINDOW_STEPS = 1, 64
+WARMUP_STEPS = 3  # untimed steps after tracing: the first steps after it still run slower
 MIN_GAIN = 1.10  # leave float32 without XLA only for a >= 10 % gain on both the best and the median round
+MAX_PROBE_SHARE = 0.25  # probe only if it costs at most this share of the run (its timings serve later runs too)
 
 Candidate = tuple[str, bool]  # (precision, XLA on)
 Stepper = Callable[[], float]  # one timed window -> seconds per step
@@ -85,11 +88,13 @@ def candidates(precision: str, jit: str) -> list[Candidate]:
 
 
 def choose(precision: str, jit: str, build: Callable[[], keras.Model], probe_key: dict, batch_size: int,
-           log=print, make_stepper: Callable[[Candidate], Stepper] | None = None) -> tuple[str, bool]:
+           log=print, make_stepper: Callable[[Candidate], Stepper] | None = None,
+           total_steps: int | None = None) -> tuple[str, bool]:
     """Resolve `auto` precision/jit: GPUs get mixed_float16 with XLA; CPUs the clearly fastest probed candidate.
 
     `make_stepper(candidate)` returns a warmed-up stepper (one call: seconds per step over one timed
-    window); by default a `FitStepper` on `build`'s model.
+    window); by default a `FitStepper` on `build`'s model. `total_steps` (the run's training steps)
+    lets a short run skip the probe.
     """
     if has_gpu():
         chosen = ("mixed_float16" if precision == "auto" else precision, jit != "off")
@@ -102,7 +107,9 @@ def choose(precision: str, jit: str, build: Callable[[], keras.Model], probe_key
             log(f"Execution: precision {options[0][0]}, XLA off (XLA on CPUs is only chosen by a --precision auto probe)")
         return options[0]
     make_stepper = make_stepper or (lambda candidate: FitStepper(candidate, build, batch_size))
-    timings = probe(options, make_stepper, probe_key, batch_size, log)
+    timings = probe(options, make_stepper, probe_key, batch_size, log, total_steps)
+    if timings is None:
+        return options[0]
     best, reason = decide(timings, label(options[0]))
     log(f"Execution: chose {best} by timed probe: {reason}"
         + ("" if cpu_has_bf16() else "; bfloat16 not probed: this CPU has no AVX512_BF16/AMX"))
@@ -138,16 +145,35 @@ def probe_path(probe_key: dict, batch_size: int, options: list[Candidate]) -> Pa
     return cache_root() / "execution-probe" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
 
 
+def probe_seconds(candidates: int, seconds_per_step: float, rounds: int = PROBE_ROUNDS) -> float:
+    """Rough cost of a probe: per candidate, building and tracing (a few steps), warm-up and the rounds."""
+    window = max(PROBE_WINDOW_S, seconds_per_step)
+    return candidates * (rounds * window + (3 + WARMUP_STEPS) * seconds_per_step)
+
+
 def probe(options: list[Candidate], make_stepper, probe_key: dict, batch_size: int, log,
-          rounds: int = PROBE_ROUNDS) -> dict[str, list[float]]:
-    """Seconds per step of each candidate in each round (cached): windows taken in turn, order rotated."""
+          total_steps: int | None = None, rounds: int = PROBE_ROUNDS) -> dict[str, list[float]] | None:
+    """Seconds per step of each candidate in each round (cached): windows taken in turn, order rotated.
+
+    None, untimed beyond one window of the baseline, when `total_steps` of the baseline would take
+    less than 1 / MAX_PROBE_SHARE times the probe.
+    """
     path = probe_path(probe_key, batch_size, options)
     if path.exists():
         log(f"Execution: using probe timings cached at {path}")
         return json.loads(path.read_text())
+    steppers = {label(options[0]): make_stepper(options[0])}
+    if total_steps is not None:
+        step = steppers[label(options[0])]()
+        cost, run = probe_seconds(len(options), step, rounds), total_steps * step
+        if cost > MAX_PROBE_SHARE * run:
+            log(f"Execution: {label(options[0])}, not probed: the run ({total_steps} steps, about {run:.0f} s) "
+                f"is too short to repay a probe of {len(options)} settings (about {cost:.0f} s)")
+            return None
     log(f"Execution: timing {len(options)} candidate settings on real training steps "
         f"({rounds} alternating rounds; cached afterwards) ...")
-    timings = alternate({label(c): make_stepper(c) for c in options}, rounds)
+    steppers.update({label(c): make_stepper(c) for c in options[1:]})
+    timings = alternate(steppers, rounds)
     atomic.write_json(atomic.make_dir(path.parent) / path.name, timings)
     return timings
 
@@ -189,7 +215,7 @@ class FitStepper:
     """One candidate's model, compiled like `fit` compiles it and trained with `model.fit` on one
     in-memory batch, so the timed steps are the compiled train steps of a real run.
 
-    Built and warmed up on construction (tracing, XLA compilation, one steady step), which also
+    Built and warmed up on construction (tracing, XLA compilation, WARMUP_STEPS steps), which also
     sizes the window: about PROBE_WINDOW_S seconds of steps.
     """
 
@@ -201,7 +227,7 @@ class FitStepper:
                                metrics=["accuracy"], jit_compile=jit)
         self.data = tf.data.Dataset.from_tensors(random_batch(self.model, batch_size)).repeat()
         self.seconds_per_step(1)  # tracing (and XLA compilation)
-        warm = self.seconds_per_step(1)
+        warm = self.seconds_per_step(WARMUP_STEPS)
         self.window_steps = min(MAX_WINDOW_STEPS, max(MIN_WINDOW_STEPS, math.ceil(PROBE_WINDOW_S / warm)))
 
     def seconds_per_step(self, steps: int) -> float:
