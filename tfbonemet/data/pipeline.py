@@ -5,6 +5,10 @@ shuffling, class-balanced sampling and augmentation (tfbonemet.preprocessing.aug
 training batches only. A repeated training stream is a pure function of the seed, so a resumed
 run can skip the batches it has already seen and continue with exactly the batches an
 uninterrupted run would have had.
+
+Sharding (multi-worker training) is explicit: input pipeline i of n keeps studies i, i+n, i+2n, ...
+of the split, before any preprocessing, so every study is prepared by exactly one worker; tf.data's
+own auto-sharding is then switched off.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ class BatchConfig:
     deterministic: bool = True
     balanced: bool = False  # training batches sample every class equally often
     cache: str = ""  # tf.data cache: "" keeps preprocessed examples in memory, else a file prefix
+    num_shards: int = 1  # input pipelines (workers) reading the split
+    shard_index: int = 0  # which of them this one is
 
 
 def batch_pipeline(ds: tf.data.Dataset, preprocessor: ScanPreprocessor, config: BatchConfig, training: bool,
@@ -40,6 +46,10 @@ def batch_pipeline(ds: tf.data.Dataset, preprocessor: ScanPreprocessor, config: 
     def prepare(features, *rest):
         return (preprocessor(features), *rest)
 
+    sharded = config.num_shards > 1
+    if sharded:
+        ds = ds.shard(config.num_shards, config.shard_index)
+        labels = None if labels is None else np.asarray(labels)[config.shard_index::config.num_shards]
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
     ds = ds.cache(config.cache)
     if training:
@@ -56,12 +66,16 @@ def batch_pipeline(ds: tf.data.Dataset, preprocessor: ScanPreprocessor, config: 
         def augment_element(element, index):
             features, *rest = element
             return (augment(features, tf.stack([tf.constant(seed, tf.int64), index])), *rest)
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.counter()).skip(skip_batches)
+        # batch k of shard i is the stream's batch k * n + i: no two workers draw the same augmentation
+        counter = tf.data.Dataset.counter(config.shard_index, config.num_shards)
+        ds = tf.data.Dataset.zip(ds, counter).skip(skip_batches)
         ds = ds.map(augment_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
     elif skip_batches:
         ds = ds.skip(skip_batches)
     options = tf.data.Options()
     options.deterministic = config.deterministic
+    if sharded:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

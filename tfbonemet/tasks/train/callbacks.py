@@ -1,8 +1,10 @@
-"""Keras callbacks of a training run: validation AUC, resumable early stopping, random-state backup."""
+"""Keras callbacks of a training run: validation AUC, resumable early stopping, random-state backup,
+and the read-only restore of non-chief workers."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -10,6 +12,7 @@ import numpy as np
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import write_json
+from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.run_dir import backed_up_epoch
 
 
@@ -17,24 +20,33 @@ class ValidationAUC(keras.callbacks.Callback):
     """Adds `val_auc` (scikit-learn ROC AUC, one-vs-rest macro for multiclass) to each epoch's logs.
 
     A diverged model (NaN probabilities) stops training with a clear message; the best checkpoint
-    written so far is kept.
+    written so far is kept. Under multi-worker training every worker predicts the whole split
+    itself and the workers act on their mean, so all stop (or keep going) at the same epoch; there
+    `loss` (probabilities -> mean validation loss) is given and val_loss and val_accuracy are added
+    here too, since fit then gets no validation data (see trainer).
     """
 
-    def __init__(self, dataset, labels):
+    def __init__(self, dataset, labels, loss: Callable[[np.ndarray], float] | None = None):
         super().__init__()
         self.dataset = dataset
         self.labels = np.asarray(labels)
+        self.loss = loss
         self.diverged_at = None
 
     def on_epoch_end(self, epoch, logs=None):
-        probabilities = self.model.predict(self.dataset, verbose=0)
+        probabilities = distribute.predict(self.model, self.dataset)
         logs = logs if logs is not None else {}
-        if not np.all(np.isfinite(probabilities)):
+        strategy = self.model.distribute_strategy
+        if distribute.agree(strategy, float(not np.all(np.isfinite(probabilities)))) > 0:
             self.diverged_at = epoch
             self.model.stop_training = True
             logs["val_auc"] = float("nan")
             return
-        logs["val_auc"] = metrics_lib.classification_metrics(self.labels, probabilities)["auc"]
+        if self.loss is not None:
+            logs["val_loss"] = distribute.agree(strategy, self.loss(probabilities))
+            logs["val_accuracy"] = distribute.agree(strategy, float(np.mean(probabilities.argmax(-1) == self.labels)))
+        logs["val_auc"] = distribute.agree(
+            strategy, metrics_lib.classification_metrics(self.labels, probabilities)["auc"])
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -61,9 +73,10 @@ class RandomStateBackup(keras.callbacks.Callback):
     kill between the two writes still finds the states matching the backup.
     """
 
-    def __init__(self, backup_dir: Path):
+    def __init__(self, backup_dir: Path, write: bool = True):
         super().__init__()
         self.path = Path(backup_dir) / "random_state.json"
+        self.write = write  # non-chief workers only restore
 
     def states(self):
         return [v for v in self.model.variables if v.name == "seed_generator_state"]
@@ -78,9 +91,25 @@ class RandomStateBackup(keras.callbacks.Callback):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = {k: v for k, v in self.saved().items() if int(k) == epoch}
         write_json(self.path, {**kept, str(epoch + 1): [np.asarray(v).tolist() for v in self.states()]})
+
+
+class RestoreOnly(keras.callbacks.BackupAndRestore):
+    """A non-chief worker's BackupAndRestore: restores the chief's backup (shared storage) and
+    writes nothing; the workers' weights are identical, so the chief's backup is everyone's."""
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
 
 
 def diverged_error(epoch: int) -> ConfigError:

@@ -1,16 +1,40 @@
-"""tf.distribute strategies for `fit` and who in a cluster owns the run directory.
+"""tf.distribute strategies for `fit`, and who in a cluster writes what.
 
 `multi-worker` reads the cluster and this process's place in it from TF_CONFIG (docs/training.md).
+Every worker reads the run directory on shared storage (its backups and history, to resume at the
+same epoch); only the chief writes to it. Each worker builds its own input pipeline over its shard
+of the data (tfbonemet.data.pipeline), with per-replica batches.
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from tfbonemet.errors import ConfigError
 from tfbonemet.vocab import STRATEGIES
+
+
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3's TensorFlow trainer gives it.
+
+    The trainer reduces a whole input batch (a dict of per-replica tensors) to learn its shapes,
+    which only MirroredStrategy accepts ("Attempt to convert a value ({'anterior': PerReplica ...})
+    ... to a Tensor"), and averages per-replica scalar metrics with `axis=0` ("Invalid reduction
+    dimension 0 for input with 0 dimensions"). Nested values are reduced leaf by leaf, and a
+    scalar's mean over axis 0 is its mean over the replicas, as under MirroredStrategy.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        base = super().reduce
+
+        def leaf(v):
+            scalar = self.experimental_local_results(v)[0].shape.rank == 0
+            return base(reduce_op, v, None if scalar else axis)
+        return tf.nest.map_structure(leaf, value)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -23,12 +47,12 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multi-worker":
         if not os.environ.get("TF_CONFIG"):
             raise ConfigError("strategy multi-worker needs TF_CONFIG describing the cluster and this worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerMirroredStrategy()
     raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def is_chief() -> bool:
-    """True unless TF_CONFIG makes this process a non-chief worker (which must not own the run directory)."""
+    """True unless TF_CONFIG makes this process a non-chief worker (which must not write the run directory)."""
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if not task:
@@ -36,3 +60,39 @@ def is_chief() -> bool:
     if task.get("type") == "chief":
         return True
     return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def distribute_input(strategy: tf.distribute.Strategy,
+                     make: Callable[[int, int, int], tf.data.Dataset]) -> tf.data.Dataset:
+    """The training input of `strategy`: `make(num_shards, shard_index, replicas)` builds one input
+    pipeline (one per worker) over its shard of the data, batched per replica for `replicas` local
+    replicas; without a strategy, the one pipeline of the whole data."""
+    if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        return make(1, 0, 1)
+    return strategy.distribute_datasets_from_function(
+        lambda context: make(context.num_input_pipelines, context.input_pipeline_id,
+                             strategy.num_replicas_in_sync // context.num_input_pipelines))
+
+
+def predict(model, dataset: tf.data.Dataset) -> np.ndarray:
+    """The model's outputs over `dataset`, computed by this process alone.
+
+    Under MultiWorkerMirroredStrategy Keras' `predict` is a collective over data sharded between
+    the workers; the validation AUC and the chief's final metrics need the whole split in order.
+    """
+    if not is_multi_worker(model.distribute_strategy):
+        return model.predict(dataset, verbose=0)
+    forward = tf.function(lambda x: model(x, training=False), jit_compile=bool(model.jit_compile))
+    return np.concatenate([np.asarray(forward(x), np.float32) for x, *_ in dataset])
+
+
+def agree(strategy: tf.distribute.Strategy, value: float) -> float:
+    """The mean of every worker's `value`: one number all workers act on (early stopping, divergence)."""
+    if not is_multi_worker(strategy):
+        return value
+    local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(value, tf.float64))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))

@@ -26,8 +26,9 @@ def make_run_dir(config: FitConfig) -> Path:
     return run_dir
 
 
-def read_history(path: Path, before_epoch: int) -> list[dict]:
-    """history.csv rows of epochs before `before_epoch`, rewriting the file without later rows.
+def read_history(path: Path, before_epoch: int, rewrite: bool = True) -> list[dict]:
+    """history.csv rows of epochs before `before_epoch`, rewriting the file without later rows
+    (unless `rewrite` is False: non-chief workers only read).
 
     A run killed after logging an epoch but before backing it up repeats that epoch on resume;
     dropping its row keeps one row per epoch.
@@ -37,13 +38,20 @@ def read_history(path: Path, before_epoch: int) -> list[dict]:
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     kept = [row for row in rows if int(row["epoch"]) < before_epoch]
-    if len(kept) != len(rows):
+    if rewrite and len(kept) != len(rows):
         lines = []
         if kept:
             fields = list(kept[0])
             lines = [",".join(fields)] + [",".join(str(row[f]) for f in fields) for row in kept]
         write_text(path, "\n".join(lines) + ("\n" if lines else ""))
     return kept
+
+
+def unfinished_run(run_dir: Path, config_json: str) -> bool:
+    """Whether `run_dir` is an unfinished run started with exactly this configuration."""
+    saved = run_dir / "config.json"
+    return (saved.exists() and saved.read_text() == config_json
+            and not all((run_dir / name).exists() for name in FINISHED))
 
 
 def backed_up_epoch(backup_dir: Path) -> int | None:

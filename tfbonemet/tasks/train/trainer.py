@@ -11,11 +11,11 @@ import dataclasses
 import math
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfbonemet import execution
 from tfbonemet import metrics as metrics_lib
@@ -29,10 +29,10 @@ from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.preprocessing.augment import make_augment
 from tfbonemet.run import CONFIG_JSON, PREPROCESSOR_JSON, load_keras_model, preprocessor_for, read_config
 from tfbonemet.tasks.train import distribute
-from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, ValidationAUC,
+from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, RestoreOnly, ValidationAUC,
                                              diverged_error)
 from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, stages
-from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history
+from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
 from tfbonemet.tasks.train.validation import validate
 
 def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
@@ -54,11 +54,9 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
 def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split, log) -> Path:
     """Create the run directory, record the resolved configuration, train; a run that fails before its
     first epoch is finished is removed again."""
-    chief = distribute.is_chief()
-    if chief:
-        run_dir = make_run_dir(config)
-    else:
-        run_dir = Path(tempfile.mkdtemp(prefix="tfbonemet-worker-"))  # non-chief workers write nowhere shared
+    if config.strategy == "multi-worker":
+        return _start_multi_worker(config, recipe, preprocessor, train_split, val_split, log)
+    run_dir = make_run_dir(config)
     try:
         precision, jit = resolve_execution(config, recipe, log)
         config = dataclasses.replace(config, precision=precision, jit=jit)
@@ -66,9 +64,30 @@ def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor,
         write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
         return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
     except BaseException:
-        if not chief or not (run_dir / "history.csv").exists():
+        if not (run_dir / "history.csv").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _start_multi_worker(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split,
+                        log) -> Path:
+    """Every worker names the same run directory (--run-name) on shared storage; the chief creates and
+    writes it, the others only read it. The same command started again (a worker restarted after a
+    failure, as a cluster manager does) continues the unfinished run of the same configuration."""
+    if not config.run_name:
+        raise ConfigError("strategy multi-worker needs --run-name: every worker must name the same run directory")
+    precision, jit = resolve_execution(config, recipe, log)
+    config = dataclasses.replace(config, precision=precision, jit=jit)
+    run_dir = Path(config.output_dir) / config.run_name
+    if not distribute.is_chief():
+        return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+    if unfinished_run(run_dir, config.to_json()):
+        log(f"Continuing {run_dir} (same configuration)")
+        return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+    run_dir = make_run_dir(config)
+    write_text(run_dir / CONFIG_JSON, config.to_json())
+    write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
+    return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
 
 
 def resume(run_dir, log=print, train_split: datasets.Split | None = None,
@@ -86,18 +105,29 @@ def resume(run_dir, log=print, train_split: datasets.Split | None = None,
 
 
 def resolve_execution(config: FitConfig, recipe: Recipe, log) -> tuple[str, str]:
-    """Concrete precision and jit for the run (config.json records these, so a resume matches)."""
-    key = {"model": config.model, "options": config.model_options, "views": recipe.views,
-           "classes": len(recipe.class_names), "size": [config.image_height, config.image_width]}
-    precision, jit = execution.choose(config.precision, config.jit, recipe.build, key, config.batch_size, log)
+    """Concrete precision and jit for the run (config.json records these, so a resume matches).
+
+    Workers of a multi-worker run must build the same graph, so on CPUs they skip the per-machine
+    timing probe and take the baseline (float32 without XLA unless asked otherwise).
+    """
+    if config.strategy == "multi-worker" and not execution.has_gpu():
+        precision, jit = execution.candidates(config.precision, config.jit)[0]
+    else:
+        key = {"model": config.model, "options": config.model_options, "views": recipe.views,
+               "classes": len(recipe.class_names), "size": [config.image_height, config.image_width]}
+        precision, jit = execution.choose(config.precision, config.jit, recipe.build, key, config.batch_size, log)
     return precision, "on" if jit else "off"
 
 
 def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, run_dir: Path, log,
                  train_split: datasets.Split | None = None, val_split: datasets.Split | None = None) -> Path:
-    """Train into `run_dir` (continuing from its backups, if any) and write the model and metrics."""
+    """Train into `run_dir` (continuing from its backups, if any) and write the model and metrics.
+
+    A non-chief worker of a multi-worker run reads `run_dir` (backups, history) and writes nothing.
+    """
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.make_strategy(config.strategy)
+    writer = not distribute.is_multi_worker(strategy) or distribute.is_chief()
     replicas = strategy.num_replicas_in_sync
     train_split = train_split or datasets.open_split(config, "train")
     val_split = val_split or datasets.open_split(config, "validation")
@@ -117,11 +147,14 @@ def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocess
     if config.class_weighting and config.sampling == "natural":
         weights = class_weights(y_train, num_classes)
 
-    with execution.dtype_policy(config.precision), strategy.scope():
-        model = recipe.build()
-        if config.init_backbone:
-            finetune.load_backbone_weights(model, config.init_backbone)
-            log(f"Loaded pre-trained backbone weights from {Path(config.init_backbone).name}")
+    # the model and its optimizer are created in the strategy's scope; fit and its callbacks run outside it,
+    # so that what only the chief does (saving) creates no variables the other workers would have to mirror
+    with execution.dtype_policy(config.precision):
+        with strategy.scope():
+            model = recipe.build()
+            if config.init_backbone:
+                finetune.load_backbone_weights(model, config.init_backbone)
+                log(f"Loaded pre-trained backbone weights from {Path(config.init_backbone).name}")
         log(f"Training {config.model} ({model.count_params():,} parameters) on {len(y_train)} studies, "
             f"validating on {len(y_val)}; inputs {', '.join(preprocessor.input_names)} "
             f"{config.image_height}x{config.image_width}; precision {config.precision}, XLA {config.jit}; "
@@ -129,23 +162,26 @@ def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocess
             + (f"; augmentation {config.augmentation}" if augment else "")
             + ("; class-balanced sampling" if batching.balanced else ""))
         for stage in stages(config):
-            diverged = _train_stage(model, config, recipe, stage, run_dir, preprocessor, batching, train_split,
-                                    val_ds, y_val, augment, weights, steps, log)
+            diverged = _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching,
+                                    train_split, val_ds, y_val, augment, weights, steps, log)
             if diverged is not None:
                 if not (run_dir / "best.keras").exists():
                     raise diverged_error(diverged)
                 log(f"Warning: {diverged_error(diverged)}")
                 break
+    if not writer:
+        log(f"Worker finished; the chief writes {run_dir}")
+        return run_dir
     return _finish(config, recipe, run_dir, model, val_ds, y_val, log)
 
 
-def _train_stage(model, config, recipe, stage, run_dir, preprocessor, batching, train_split, val_ds, y_val, augment,
-                 weights, steps, log) -> int | None:
+def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching, train_split, val_ds,
+                 y_val, augment, weights, steps, log) -> int | None:
     """Train one stage; returns the epoch at which the model diverged, if it did."""
     backup_dir = run_dir / "backup" / stage.name
     start = backed_up_epoch(backup_dir)
     start = stage.first_epoch if start is None else start
-    history = read_history(run_dir / "history.csv", before_epoch=start)
+    history = read_history(run_dir / "history.csv", before_epoch=start, rewrite=writer)
     if stage.first_epoch < start < stage.last_epoch:
         log(f"Resuming stage {stage.name} at epoch {start + 1} of {config.epochs}")
     if stage.name != "train":
@@ -155,29 +191,51 @@ def _train_stage(model, config, recipe, stage, run_dir, preprocessor, batching, 
             finetune.unfreeze(model, fraction=1.0)
         log(f"Stage {stage.name}: epochs {stage.first_epoch + 1}-{stage.last_epoch}, "
             f"learning rate {stage.learning_rate:g}, backbone {'frozen' if stage.frozen_backbone else 'trainable'}")
-    compile_model(model, config, stage, steps, config.jit == "on")
-    train_ds = train_split.batches(preprocessor, batching, training=True, task=recipe.task, augment=augment,
-                                   seed=config.seed, repeat=True, skip_batches=(start - stage.first_epoch) * steps)
+    with strategy.scope():
+        compile_model(model, config, stage, steps, config.jit == "on")
+    num_classes = len(recipe.class_names)
+
+    def worker_input(num_shards: int, shard_index: int, replicas: int):
+        """This worker's shard of the training stream, in per-replica batches, after the batches already trained."""
+        shard = dataclasses.replace(batching, batch_size=config.batch_size, num_shards=num_shards,
+                                    shard_index=shard_index)
+        done = (start - stage.first_epoch) * steps * replicas
+        ds = train_split.batches(preprocessor, shard, training=True, task=recipe.task, augment=augment,
+                                 seed=config.seed, repeat=True, skip_batches=done)
+        if weights is not None:  # as sample weights: Keras cannot map class weights over a distributed dataset
+            table = tf.constant([weights[c] for c in range(num_classes)], tf.float32)
+            ds = ds.map(lambda x, y: (x, y, tf.gather(table, y))).prefetch(tf.data.AUTOTUNE)
+        if config.loss == "focal":
+            ds = ds.map(lambda x, y, *rest: (x, keras.ops.one_hot(y, num_classes), *rest))
+        return ds
+
+    train_ds = distribute.distribute_input(strategy, worker_input)
     if config.loss == "focal":
-        num_classes = len(recipe.class_names)
-        train_ds = train_ds.map(lambda x, y, *rest: (x, keras.ops.one_hot(y, num_classes), *rest))
         val_ds = val_ds.map(lambda x, y: (x, keras.ops.one_hot(y, num_classes)))
     scores = [float(row["val_auc"]) for row in history if row.get("val_auc") not in (None, "", "nan")]
-    validation = ValidationAUC(val_ds, y_val)
-    callbacks = [
-        validation,
-        keras.callbacks.ModelCheckpoint(run_dir / "best.keras", monitor="val_auc", mode="max", save_best_only=True,
-                                        initial_value_threshold=max(scores) if scores else None),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
-        # kept until the run is finished, so a resume after this stage restores its end state
-        RandomStateBackup(backup_dir),
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
-    ]
+    multi_worker = distribute.is_multi_worker(strategy)
+    validation_loss = None
+    if multi_worker:  # Keras' evaluate under MultiWorkerMirroredStrategy fails on uneven validation batches
+        loss = keras.losses.get(model.loss)
+        targets = keras.ops.one_hot(y_val, num_classes) if config.loss == "focal" else y_val
+        validation_loss = lambda probabilities: float(np.mean(loss(targets, probabilities)))  # noqa: E731
+    validation = ValidationAUC(val_ds, y_val, validation_loss)
+    checkpoint, logs, stopping = [], [], []
+    if writer:  # only the chief writes the run directory
+        checkpoint = [keras.callbacks.ModelCheckpoint(run_dir / "best.keras", monitor="val_auc", mode="max",
+                                                      save_best_only=True,
+                                                      initial_value_threshold=max(scores) if scores else None)]
+        logs = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+                keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0)]
     if config.early_stopping:
-        callbacks.insert(2, ResumableEarlyStopping(config.early_stopping, history))
-    model.fit(train_ds, validation_data=val_ds, epochs=stage.last_epoch, initial_epoch=stage.first_epoch,
-              steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, shuffle=False,
+        stopping = [ResumableEarlyStopping(config.early_stopping, history)]
+    # kept until the run is finished, so a resume after this stage restores its end state
+    backups = [RandomStateBackup(backup_dir, write=writer),
+               (keras.callbacks.BackupAndRestore if writer else RestoreOnly)(
+                   str(backup_dir), double_checkpoint=True, delete_checkpoint=False)]
+    callbacks = [validation, *checkpoint, *stopping, *logs, *backups]
+    model.fit(train_ds, validation_data=None if multi_worker else val_ds, epochs=stage.last_epoch,
+              initial_epoch=stage.first_epoch, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
     return validation.diverged_at
 
@@ -189,7 +247,7 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
     if best_path.exists():
         model = load_keras_model(best_path)
     save_model(model, run_dir / recipe.model_file)
-    probabilities = np.asarray(model.predict(val_ds, verbose=0), np.float64)
+    probabilities = np.asarray(distribute.predict(model, val_ds), np.float64)
     figures = metrics_lib.classification_metrics(y_val, probabilities)
     with (run_dir / "history.csv").open(newline="") as fh:
         epochs_run = max(0, sum(1 for _ in fh) - 1)
