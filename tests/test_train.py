@@ -120,5 +120,5 @@ def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
     assert recipe.input_size(config, split(170, 68), log=quiet) == (168, 64)  # BS-80K chest crops
     assert recipe.input_size(config, split(1024, 256), log=quiet) == (512, 128)  # whole body, downsampled
     thorax = tiny(tmp_path, image_height=None, image_width=None, crop="thorax")
-    assert recipe.input_size(thorax, split(1024, 256), log=quiet) == (320, 256)
+    assert recipe.input_size(thorax, split(1024, 256), log=quiet) == (288, 224)  # capped at 512x128 pixels
     assert recipe.input_size(tiny(tmp_path), split(170, 68), log=quiet) == (128, 32)  # an explicit size wins
