@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from click.testing import CliRunner
 
 from tfbonemet.cli import cli
-from tfbonemet.data.dicom import read_studies
+from tfbonemet.io.dicom import read_studies
 
 CHEST_DUMMY = Path(__file__).parents[1] / "tfds_builders" / "chest_xray" / "dummy_data" / "folders"
 

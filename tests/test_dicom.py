@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from tfbonemet.data import dicom
+from tfbonemet.io import dicom
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset, write_study
 from tfbonemet.errors import DataError

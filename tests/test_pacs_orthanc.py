@@ -11,7 +11,7 @@ import pytest
 
 from dicom_tools import assert_conformant
 from orthanc_server import OrthancServer
-from tfbonemet.data.dicom import study_key_for_uid
+from tfbonemet.io.pseudonym import study_key_for_uid
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import study_uid, write_study
 from tfbonemet.errors import DataError

@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tfbonemet.data.dicom import VIEW_CODE_VALUES
+from tfbonemet.io.dicom import VIEW_CODE_VALUES
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import NM_IMAGE_STORAGE, study_uid, write_dataset, write_study
 

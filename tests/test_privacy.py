@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import FakeIdentity, write_dataset
-from tfbonemet.data.splits import salted_patient_hash
+from tfbonemet.io.pseudonym import salted_patient_hash
 from tfds_builders.bone_scintigraphy.bone_scintigraphy_dataset_builder import Builder
 
 IDENTITY = FakeIdentity(patient_name="QUIXOTE^ALONSO", patient_id="MRN-73519-QX",

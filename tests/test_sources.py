@@ -12,6 +12,7 @@ from tfbonemet.data import sources
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
 from tfbonemet.errors import DataError
+from tfbonemet.io import images
 
 DUMMY = Path(__file__).parents[1] / "tfds_builders" / "bone_scintigraphy" / "dummy_data"
 
@@ -150,7 +151,7 @@ def test_manifest_reads_png_and_two_frame_dicom(copy_of):
 
 def test_manifest_mismatched_view_sizes(copy_of):
     root = copy_of("manifest")
-    Image.fromarray(np.zeros((10, 8), np.uint16)).save(root / "images" / "s0_pos.png")
+    Image.fromarray(np.ones((10, 8), np.uint16)).save(root / "images" / "s0_pos.png")
     record = sources.read_source(root)[0]
     with pytest.raises(DataError, match=r"manifest\.csv:2: anterior \(32, 8\) and posterior \(10, 8\) views differ"):
         record.load()
@@ -164,18 +165,21 @@ def test_manifest_needs_patient_ids(copy_of):
         sources.read_source(root)
 
 
-def test_read_image_file_keeps_16_bit_and_greys_colour(tmp_path):
-    Image.fromarray(np.full((4, 3), 40000, np.uint16)).save(tmp_path / "deep.png")
-    Image.fromarray(np.full((4, 3, 3), (255, 0, 0), np.uint8)).save(tmp_path / "red.png")
-    assert sources.read_image_file(tmp_path / "deep.png").max() == 40000
-    grey = sources.read_image_file(tmp_path / "red.png")
-    assert grey.shape == (4, 3) and grey.dtype == np.uint16 and 0 < grey.max() < 255
+def test_one_image_reader_keeps_16_bit_greys_equal_channels_and_refuses_colour(tmp_path):
+    Image.fromarray(np.full((32, 24), 40000, np.uint16)).save(tmp_path / "deep.png")
+    grey = np.tile(np.arange(24, dtype=np.uint8) * 10, (32, 1))
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(tmp_path / "grey-rgb.png")
+    Image.fromarray(np.full((32, 24, 3), (255, 0, 0), np.uint8)).save(tmp_path / "red.png")
+    assert images.read_view(tmp_path / "deep.png").max() == 40000
+    np.testing.assert_array_equal(images.read_view(tmp_path / "grey-rgb.png"), grey)
+    with pytest.raises(DataError, match=r"red\.png: is a colour image"):
+        images.read_view(tmp_path / "red.png")
 
 
-def test_read_image_file_not_an_image(tmp_path):
+def test_read_image_not_an_image(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"x\.png: not a readable image"):
-        sources.read_image_file(tmp_path / "x.png")
+        images.read_view(tmp_path / "x.png")
 
 
 def test_malformed_lesion_file(dicom_dir):
@@ -188,10 +192,10 @@ def test_malformed_lesion_file(dicom_dir):
         sources.read_source(dicom_dir)
 
 
-def test_read_image_file_decodes_real_compressed_nm_dicom():
+def test_read_view_decodes_real_compressed_nm_dicom():
     from pydicom.data import get_testdata_file
 
-    image = sources.read_image_file(Path(get_testdata_file("JPEG2000.dcm")))
+    image = images.read_view(Path(get_testdata_file("JPEG2000.dcm")))
     assert image.dtype == np.uint16 and image.shape == (1024, 256) and image.min() == 0
 
 

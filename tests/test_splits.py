@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tfbonemet.data.phantom import BoneScanPhantom
-from tfbonemet.data.splits import assign_folds, assign_splits, salted_patient_hash
+from tfbonemet.data.splits import assign_folds, assign_splits
+from tfbonemet.io.pseudonym import salted_patient_hash
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,32 @@
-"""What the manual-download builders share: skip-bad/salt/split-seed options and fast 16-bit PNG encoding."""
+"""What the manual-download builders share: skip-bad/secret/split-seed options and fast 16-bit PNG encoding."""
 from __future__ import annotations
 
 import io
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from tfbonemet.errors import DataError
 
+INCOMPLETE_PREFIX = "incomplete."  # tensorflow_datasets.core.constants.INCOMPLETE_PREFIX
+
 
 class BuildOptions:
     """Mixin for a `tfds.core.GeneratorBasedBuilder`; list it first among the bases.
 
     `skip_bad`: leave bad inputs out (their errors collected in `skipped`) instead of stopping at
-    the first; `salt`: for patient pseudonyms (default: tfbonemet.data.dicom.default_salt());
+    the first; `salt`: the site secret of patient pseudonyms (default: tfbonemet.io.pseudonym's configured
+    one; real data are refused under the public default unless `allow_public_secret`);
     `split_seed`: for the patient-level split.
     """
 
-    def __init__(self, *, skip_bad: bool = False, salt: str | None = None, split_seed: int = 0, **kwargs):
+    def __init__(self, *, skip_bad: bool = False, salt: str | None = None, allow_public_secret: bool = False,
+                 split_seed: int = 0, **kwargs):
         self._salt = salt
+        self._allow_public_secret = allow_public_secret
         self._split_seed = split_seed
         self.skipped: list[str] = []
         self.on_bad = self.skipped_error if skip_bad else None
@@ -26,6 +34,23 @@ class BuildOptions:
 
     def skipped_error(self, error: DataError) -> None:
         self.skipped.append(str(error))
+
+    def download_and_prepare(self, *args, **kwargs):
+        """TFDS's build, first removing the `incomplete.*` folders a killed build left beside the version
+        folder. A build holds a `.building.<pid>` marker there meanwhile, so a live build's folder is kept."""
+        from tfbonemet.io.atomic import make_dir, remove_stale
+
+        config_dir = make_dir(Path(self.data_dir).parent)
+        marker = config_dir / f".building.{os.getpid()}"
+        remove_stale(config_dir, ".building.*")
+        if not any(config_dir.glob(".building.*")):
+            for stale in config_dir.glob(f"{INCOMPLETE_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        marker.touch()
+        try:
+            return super().download_and_prepare(*args, **kwargs)
+        finally:
+            marker.unlink(missing_ok=True)
 
 
 def png16(image: np.ndarray) -> bytes:

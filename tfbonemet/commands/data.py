@@ -6,19 +6,21 @@ from pathlib import Path
 
 import click
 
+from tfbonemet.commands.predict import secret_options
 from tfbonemet.data.phantom.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES
-from tfbonemet.vocab import TASKS
 from tfbonemet.errors import DataError
+from tfbonemet.vocab import TASKS
 
 DATASETS = ("bone_scintigraphy", "chest_xray")
 CONFIGURED = {"bone_scintigraphy": tuple(TASKS)}  # datasets with builder configs, and their names
 
 
-def make_builder(dataset: str, config: str | None, data_dir: str | None, skip_bad: bool):
+def make_builder(dataset: str, config: str | None, data_dir: str | None, skip_bad: bool,
+                 allow_public_secret: bool = False):
     """The project's TFDS builder for `dataset`, imported on use (TFDS loads only for `data build`)."""
     module = importlib.import_module(f"tfds_builders.{dataset}.{dataset}_dataset_builder")
     options = {"config": config or CONFIGURED[dataset][0]} if dataset in CONFIGURED else {}
-    return module.Builder(data_dir=data_dir, skip_bad=skip_bad, **options)
+    return module.Builder(data_dir=data_dir, skip_bad=skip_bad, allow_public_secret=allow_public_secret, **options)
 
 
 @click.group("data")
@@ -36,14 +38,19 @@ def data_group():
               help="bone_scintigraphy only: binary (metastasis or not, default) or multiclass.")
 @click.option("--skip-bad", is_flag=True, help="Leave out bad files and label lines, then list them, "
                                                "instead of stopping at the first.")
-def build(dataset, manual_dir, data_dir, config, skip_bad):
-    """Build a versioned TFDS dataset, split by patient, with only salted hashes as identifiers.
+@click.option("--allow-public-secret", is_flag=True,
+              help="Build real data with no site secret set: its pseudonyms then use the public default and can "
+                   "be reversed by anyone with a list of patient IDs (phantom data need no secret).")
+@secret_options
+def build(dataset, manual_dir, data_dir, config, skip_bad, allow_public_secret):
+    """Build a versioned TFDS dataset, split by patient, with only keyed pseudonyms as identifiers.
 
     bone_scintigraphy reads DICOM + labels.csv (as `tfbonemet data phantom` writes), BS-80K view
     folders (chestRANT/chestRANT.txt ...), or manifest.csv (anterior, posterior, label, patient_id).
     chest_xray reads train|val|test/NORMAL|PNEUMONIA folders or labels.csv (file, label[, patient_id]).
-    Set TFBONEMET_SALT to a secret of your site so patient hashes cannot be recomputed elsewhere.
-    The dataset appears only when the build succeeds.
+    Pseudonyms are keyed with your site's secret (TFBONEMET_SECRET or --secret-file), so they cannot
+    be recomputed elsewhere; real data are refused without one. Only NM DICOM is read. The dataset
+    appears only when the build succeeds; what a killed build left is removed by the next.
     """
     import tensorflow_datasets as tfds
 
@@ -51,7 +58,7 @@ def build(dataset, manual_dir, data_dir, config, skip_bad):
         raise click.UsageError(f"--config applies to {', '.join(CONFIGURED)}, not {dataset}")
     if not any(Path(manual_dir).iterdir()):  # TFDS would stop with its manual-download instructions
         raise DataError(f"{manual_dir}: is empty: nothing to build {dataset} from")
-    builder = make_builder(dataset, config, data_dir, skip_bad)
+    builder = make_builder(dataset, config, data_dir, skip_bad, allow_public_secret)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     counts = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
     click.echo(f"Built {builder.info.full_name} in {builder.data_dir}: {counts}")
@@ -74,24 +81,38 @@ def build(dataset, manual_dir, data_dir, config, skip_bad):
 @click.option("--split-views", is_flag=True, help="dicom: one file per view instead of one two-frame file per study.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def phantom(out_dir, num_studies, size, layout, difficulty, split_views, seed):
-    """Write synthetic bone scans to OUT_DIR: whole-body NM DICOM studies, or BS-80K-style chest crops."""
-    from tfbonemet.data.phantom import BoneScanPhantom
-    from tfbonemet.data.phantom import bs80k
+    """Write synthetic bone scans to OUT_DIR: whole-body NM DICOM studies, or BS-80K-style chest crops.
+
+    OUT_DIR must not hold a dataset already (its labels would be rewritten and its files orphaned).
+    """
+    from tfbonemet.data.phantom import BoneScanPhantom, bs80k
     from tfbonemet.data.phantom_dicom import write_dataset
+    from tfbonemet.io.atomic import make_dir
+    from tfbonemet.io.pseudonym import mark_phantom
 
     try:
         generator = BoneScanPhantom(shape=size, seed=seed, difficulty=difficulty,
                                     **({"class_probs": bs80k.CLASS_PROBS} if layout == "bs80k" else {}))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from None
+    bs80k.check_empty_of_datasets(Path(out_dir))
+    if Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
+        raise DataError(f"{out_dir}: is not empty; choose an empty or new folder for the phantom studies")
+    make_dir(out_dir)
     studies = (generator.study(i) for i in range(num_studies))
+    try:
+        mark_phantom(out_dir)
+        if layout == "bs80k":
+            positives = bs80k.write_bs80k(studies, out_dir)
+        else:
+            write_dataset(studies, out_dir, split_views=split_views)
+    except OSError as exc:
+        raise DataError(f"cannot write {getattr(exc, 'filename', None) or out_dir}: {exc.strerror or exc}") from None
     if layout == "bs80k":
-        positives = bs80k.write_bs80k(studies, out_dir)
         found = ", ".join(f"{region} {n}" for region, n in positives.items())
         click.echo(f"Wrote BS-80K chest crops of {num_studies} phantom patients to {out_dir} (with metastasis: {found})")
-        return
-    write_dataset(studies, out_dir, split_views=split_views)
-    click.echo(f"Wrote {num_studies} phantom studies to {out_dir}")
+    else:
+        click.echo(f"Wrote {num_studies} phantom studies to {out_dir}")
 
 
 COMMANDS = [data_group]

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
-from pydicom.misc import is_dicom
 
-from tfbonemet.data import dicom
-from tfbonemet.vocab import CLASS_NAMES
 from tfbonemet.data.phantom_dicom import LABELS_CSV, LESIONS_JSON
-from tfbonemet.data.splits import salted_patient_hash
 from tfbonemet.errors import DataError
+from tfbonemet.io import dicom, images
+from tfbonemet.io.discovery import bs80k_pairs, dicom_files
+from tfbonemet.io.pseudonym import salted_patient_hash, secret_for_build, study_key_for_uid
+from tfbonemet.vocab import CLASS_NAMES
 
 MANIFEST_CSV = "manifest.csv"
 NO_METASTASIS = "no_metastasis"  # a binary-only label (BS-80K 0): not metastatic, other findings unknown
@@ -85,12 +84,18 @@ def report(on_bad: OnBad | None, error: DataError) -> None:
     on_bad(error)
 
 
-def read_source(manual_dir: str | Path, salt: str | None = None, on_bad: OnBad | None = None) -> list[StudyRecord]:
-    """Index every labelled study in `manual_dir`, whatever its layout."""
+def read_source(manual_dir: str | Path, salt: str | None = None, on_bad: OnBad | None = None,
+                allow_public_secret: bool = False) -> list[StudyRecord]:
+    """Index every labelled study in `manual_dir`, whatever its layout.
+
+    `salt` is the site secret of the pseudonyms (default: the configured one); real data are refused
+    under the public default unless `allow_public_secret` (tfbonemet.io.pseudonym.secret_for_build).
+    """
     manual_dir = Path(manual_dir)
-    salt = salt or dicom.default_salt()
+    layout = detect_layout(manual_dir)
+    salt = secret_for_build(manual_dir, salt, allow_public_secret)
     readers = {"dicom": _dicom_records, "manifest": _manifest_records, "bs80k": _bs80k_records}
-    records = readers[detect_layout(manual_dir)](manual_dir, salt, on_bad)
+    records = readers[layout](manual_dir, salt, on_bad)
     if not records:
         raise DataError(f"{manual_dir}: no labelled studies found")
     return records
@@ -123,30 +128,6 @@ def parse_label(value: str, where: str, names: tuple[str, ...] = LABEL_NAMES) ->
     if label not in names:
         raise DataError(f"{where}: unknown label {value!r}; expected one of {', '.join(names)}")
     return label
-
-
-def read_image_file(path: Path, view: str | None = None) -> np.ndarray:
-    """A single-channel uint16 image from PNG/JPEG (8- or 16-bit, colour made grey) or DICOM.
-
-    8-bit sources keep their 0-255 values: they are display images, not counts.
-    """
-    if path.suffix.lower() in dicom.DICOM_SUFFIXES - {""} or is_dicom(path):
-        views = dicom.read_views(path)
-        image = views.get(view) if view else None
-        if image is None and len(views) == 1:
-            image = next(iter(views.values()))
-        if image is None:
-            raise DataError(f"{path}: holds views {', '.join(views)}; cannot tell which is the {view or 'image'}")
-        return image
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img)
-            else:
-                array = np.asarray(img.convert("L"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-    return np.clip(array, 0, np.iinfo(np.uint16).max).astype(np.uint16)
 
 
 def existing_file(base: Path, name: str, where: str) -> Path:
@@ -184,9 +165,9 @@ def _read_lesions(path: Path, salt: str) -> dict[str, list[dict]]:
     """lesions.json ({StudyInstanceUID: [{kind, box_anterior, box_posterior, ...}]}) keyed by study key."""
     try:
         raw = json.loads(path.read_text())
-        lesions = {dicom.study_key_for_uid(uid, salt): [{f: lesion[f] for f in LESION_FIELDS} for lesion in found]
+        lesions = {study_key_for_uid(uid, salt): [{f: lesion[f] for f in LESION_FIELDS} for lesion in found]
                    for uid, found in raw.items()}
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise DataError(f"{path}: not a lesion list as phantom_dicom writes it ({type(exc).__name__}: {exc})") from None
     kinds = {lesion["kind"] for found in lesions.values() for lesion in found} - set(LESION_KINDS)
     if kinds:
@@ -199,7 +180,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
     labels_path = manual_dir / LABELS_CSV
     rows = read_csv(labels_path, required=("label",), one_of=("file", "study_instance_uid"))
     files_of, patient_of, key_of_file = {}, {}, {}
-    for path in dicom.candidate_files([manual_dir]):
+    for path in dicom_files([manual_dir]):
         identity = attempt(on_bad, dicom.read_identity, path, salt)
         key_of_file[path] = identity and identity[0]  # None: unreadable, already reported
         if identity:
@@ -217,7 +198,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
             if key is None:
                 return None
         else:
-            key = dicom.study_key_for_uid(row.get("study_instance_uid", ""), salt)
+            key = study_key_for_uid(row.get("study_instance_uid", ""), salt)
         if key not in files_of:
             raise DataError(f"{where}: no readable DICOM file in {manual_dir} belongs to the study on this line")
         label = parse_label(row["label"], where)
@@ -239,16 +220,6 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
 
 # ------------------------------------------------------------------ layout (b): BS-80K
 
-def bs80k_pairs(manual_dir: Path) -> list[tuple[Path, Path]]:
-    """(anterior folder, posterior folder) pairs such as chestRANT/ + chestRPOST/."""
-    pairs = []
-    for folder in sorted(p for p in manual_dir.iterdir() if p.is_dir() and p.name.upper().endswith("ANT")):
-        posterior = folder.with_name(folder.name[:-3] + ("POST" if folder.name.endswith("ANT") else "post"))
-        if posterior.is_dir():
-            pairs.append((folder, posterior))
-    return pairs
-
-
 def _bs80k_labels(folder: Path, on_bad: OnBad | None) -> dict[str, str]:
     listing = folder / f"{folder.name}.txt"
     if not listing.is_file():
@@ -262,15 +233,17 @@ def _bs80k_labels(folder: Path, on_bad: OnBad | None) -> dict[str, str]:
         existing_file(folder, parts[0], where)
         return parts[0], BS80K_LABELS[parts[1]]
 
-    lines = [(n, text) for n, text in enumerate(listing.read_text().splitlines(), start=1) if text.strip()]
+    try:
+        text = listing.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{listing}: cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     return dict(filter(None, (attempt(on_bad, parse, *item) for item in lines)))
 
 
 def _load_pair(paths: tuple[Path, Path], where: str) -> dict:
-    views = {"anterior": read_image_file(paths[0], "anterior"), "posterior": read_image_file(paths[1], "posterior")}
-    if views["anterior"].shape != views["posterior"].shape:
-        raise DataError(f"{where}: anterior {views['anterior'].shape} and posterior {views['posterior'].shape} "
-                        f"views differ in size")
+    views = {"anterior": images.read_view(paths[0], "anterior"), "posterior": images.read_view(paths[1], "posterior")}
+    images.check_pair(where, views)
     return {**views, "lesion_boxes": []}
 
 

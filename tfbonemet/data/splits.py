@@ -2,19 +2,13 @@
 
 Published bone-scan work has augmented before splitting and so leaked near-copies of test images
 into training; here splits are decided on patients first, and augmentation only ever touches the
-training stream (tfbonemet.data.augment).
+training stream (tfbonemet.data.augment). Patients arrive as keyed pseudonyms (tfbonemet.io.pseudonym).
 """
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 
 import numpy as np
-
-
-def salted_patient_hash(patient_key: str, salt: str) -> str:
-    """Stable pseudonym for a patient; the raw key never leaves the reader."""
-    return hashlib.sha256(f"{salt}\0{patient_key}".encode()).hexdigest()[:16]
 
 
 def _patients_by_stratum(patient_keys, labels):

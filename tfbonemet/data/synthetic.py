@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom
-from tfbonemet.data.splits import assign_splits, salted_patient_hash
+from tfbonemet.data.splits import assign_splits
+from tfbonemet.io.pseudonym import salted_patient_hash
 
 CACHE_VERSION = 7  # bump when the phantom's rendering changes
 

@@ -2,8 +2,10 @@
 
 Which frame or file is which view comes from the header (the View Code Sequence of each Detector
 Information item, Image Type, Series Description), never from frame order. Counts stay integer:
-rescale applied, negatives clipped to 0, stored as uint16 with no 8-bit squashing. Studies are
-keyed by salted hashes, so no UID, name or ID leaves this module.
+rescale applied, negatives clipped to 0, stored as uint16 with no 8-bit squashing. Only NM images
+are read (a CT or MR slice would be "predicted" without meaning) unless $TFBONEMET_ANY_MODALITY is set
+(`--any-modality`). Studies are keyed by keyed pseudonyms (tfbonemet.io.pseudonym), so no UID, name
+or ID leaves this module.
 """
 from __future__ import annotations
 
@@ -11,35 +13,25 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.misc import is_dicom
 
-from tfbonemet.data.splits import salted_patient_hash
 from tfbonemet.errors import DataError
+from tfbonemet.io import images
+from tfbonemet.io.discovery import dicom_files
+from tfbonemet.io.pseudonym import salted_patient_hash, site_secret, study_key_for_uid
 
 VIEWS = ("anterior", "posterior")
 SINGLE_VIEW = "image"
-SALT_ENV = "TFBONEMET_SALT"
-DEFAULT_SALT = "tfbonemet"
+MODALITIES = ("NM",)
+ANY_MODALITY_ENV = "TFBONEMET_ANY_MODALITY"
 # SNOMED CT codes for the nuclear-medicine projections (DICOM CID 26); the code meaning is matched too
 VIEW_CODE_VALUES = {"399321004": "anterior", "399001007": "posterior"}
-DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic", ".ima"}
 _VIEW_WORDS = {"anterior": re.compile(r"\bANT(ERO|ERIOR)?\b"), "posterior": re.compile(r"\bPOST(ERO|ERIOR)?\b")}
 _DETECTOR_VECTOR = 0x00540020
-
-
-def default_salt() -> str:
-    """Salt for every pseudonym: `$TFBONEMET_SALT` if set (set it per site), else a fixed default."""
-    return os.environ.get(SALT_ENV) or DEFAULT_SALT
-
-
-def study_key_for_uid(study_instance_uid: str, salt: str | None = None) -> str:
-    """The pseudonymous key of a study, so label files keyed by StudyInstanceUID can be joined."""
-    return salted_patient_hash(f"study:{study_instance_uid}", salt or default_salt())
 
 
 @dataclasses.dataclass
@@ -128,13 +120,27 @@ def _read_dataset(path: Path, stop_before_pixels: bool = False):
     return ds
 
 
-def _decode(ds, path: Path) -> np.ndarray:
+def _check_modality(ds, path: Path, modalities: tuple[str, ...]) -> None:
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in modalities and not os.environ.get(ANY_MODALITY_ENV):
+        raise DataError(f"{path}: modality {modality or 'missing'}, not {' or '.join(modalities)}: the wrong kind "
+                        f"of image for this model (--any-modality reads it anyway)")
+
+
+def _decode(ds, path: Path, modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         kind = "has no pixel data" if "Rows" in ds else "is not an image"
         raise DataError(f"{path}: {kind} (SOP class {ds.get('SOPClassUID', 'unknown')!s}, "
                         f"modality {ds.get('Modality', 'unknown')})")
+    _check_modality(ds, path, modalities)
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DataError(f"{path}: has {ds.SamplesPerPixel} samples per pixel; count images have one")
+    if int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16) == 1:
+        raise DataError(f"{path}: is a 1-bit image; a scan needs grey levels")
+    try:
+        images.check_size(path, int(ds.Rows), int(ds.Columns))
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(f"{path}: has no valid Rows and Columns") from None
     try:
         pixels = ds.pixel_array
     except Exception as exc:
@@ -145,12 +151,13 @@ def _decode(ds, path: Path) -> np.ndarray:
     return pixels
 
 
-def _views_of(ds, path: Path) -> dict[str, np.ndarray]:
-    pixels = _decode(ds, path)
+def _views_of(ds, path: Path, modalities: tuple[str, ...] = MODALITIES) -> dict[str, np.ndarray]:
+    pixels = _decode(ds, path, modalities)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     stack = pixels if frames > 1 else pixels[np.newaxis]
     views = _frame_views(ds, path, frames)
-    return {view: _counts(frame, ds) for view, frame in zip(views, stack) if view}
+    return {view: images.check_counts(f"{path}: {view} view", _counts(frame, ds))
+            for view, frame in zip(views, stack) if view}
 
 
 def _identity(ds, path: Path, salt: str) -> tuple[str, str]:
@@ -162,27 +169,13 @@ def _identity(ds, path: Path, salt: str) -> tuple[str, str]:
 def read_identity(path: str | Path, salt: str | None = None) -> tuple[str, str]:
     """(study key, patient hash) of one file from its header alone, for indexing before decoding."""
     path = Path(path)
-    return _identity(_read_dataset(path, stop_before_pixels=True), path, salt or default_salt())
+    return _identity(_read_dataset(path, stop_before_pixels=True), path, salt or site_secret())
 
 
-def read_views(path: str | Path) -> dict[str, np.ndarray]:
+def read_views(path: str | Path, modalities: tuple[str, ...] = MODALITIES) -> dict[str, np.ndarray]:
     """Views in one file: {'anterior': ..., 'posterior': ...} (either or both) or {'image': ...}."""
     path = Path(path)
-    return _views_of(_read_dataset(path), path)
-
-
-def candidate_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus DICOM-looking files found recursively in folders (sorted, stable)."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            found += [p for p in inside if p.suffix.lower() in DICOM_SUFFIXES or is_dicom(p)]
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    return found
+    return _views_of(_read_dataset(path), path, modalities)
 
 
 def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | None = None,
@@ -192,7 +185,7 @@ def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | No
     A bad file raises DataError naming it; with `skip_bad` it is passed to `on_skip(path, reason)`
     instead (and, like the rest of its study, left out when the study itself is inconsistent).
     """
-    salt = salt or default_salt()
+    salt = salt or site_secret()
     studies: dict[str, DicomStudy] = {}
     origin: dict[tuple[str, str], Path] = {}
     bad: list[tuple[Path, str]] = []
@@ -202,7 +195,7 @@ def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | No
             raise DataError(f"{path}: {reason}")
         bad.append((path, reason))
 
-    files = candidate_files(paths)
+    files = dicom_files(paths)
     if not files:
         raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM files found")
     for path in files:

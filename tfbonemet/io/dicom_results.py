@@ -24,9 +24,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tfbonemet.data.dicom import default_salt, study_key_for_uid
-from tfbonemet.data.splits import salted_patient_hash
 from tfbonemet.io.atomic import write_bytes
+from tfbonemet.io.pseudonym import salted_patient_hash, study_key_for_uid, site_secret as default_salt
 from tfbonemet.vocab import ANTERIOR, IMAGE, POSITIVE_CLASS, POSTERIOR
 
 MANUFACTURER = "tfbonemet"
@@ -232,7 +231,7 @@ def view_sources(paths) -> dict[str, tuple[Dataset, int]]:
     the package's DICOM reader (which decides them from the header, never from frame order)."""
     import pydicom
 
-    from tfbonemet.data.dicom import read_views
+    from tfbonemet.io.dicom import read_views
 
     found = {}
     for path in paths:

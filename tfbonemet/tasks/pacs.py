@@ -45,7 +45,8 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
     Returns a summary without identifiers: label, class probabilities, threshold, what was stored
     and the seconds each step took. `runner`/`client` may be passed in to reuse them across studies.
     """
-    from tfbonemet.tasks.predict import StudyFiles, load_runner, load_study
+    from tfbonemet.io.discovery import StudyFiles, load_study
+    from tfbonemet.tasks.predict import load_runner
 
     timings = {}
     start = time.perf_counter()

@@ -55,7 +55,8 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = Path(dl_manager.manual_dir)
-        records = sources.read_source(manual_dir, salt=self._salt, on_bad=self.on_bad)
+        records = sources.read_source(manual_dir, salt=self._salt, on_bad=self.on_bad,
+                                      allow_public_secret=self._allow_public_secret)
         if self.builder_config.name == "multiclass" and any(r.label == sources.NO_METASTASIS for r in records):
             raise DataError(f"{manual_dir}: some labels only say '{sources.NO_METASTASIS}'; "
                             f"build this source with the binary config")

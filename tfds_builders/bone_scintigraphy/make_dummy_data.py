@@ -14,6 +14,7 @@ from PIL import Image
 
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset, write_study
+from tfbonemet.io.pseudonym import mark_phantom
 
 DUMMY = Path(__file__).parent / "dummy_data"
 # (patient, label) per study: patients 0 and 1 have follow-up scans; every class appears
@@ -61,6 +62,8 @@ def main() -> None:
     dicom_layout(DUMMY / "dicom")
     bs80k_layout(DUMMY / "bs80k", rng)
     manifest_layout(DUMMY / "manifest", rng)
+    for layout in ("bs80k", "manifest"):  # synthetic: they build without a site secret
+        mark_phantom(DUMMY / layout)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,18 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfbonemet.data import dicom, sources
-from tfbonemet.data.splits import assign_splits, salted_patient_hash
+from tfbonemet.data import sources
+from tfbonemet.data.splits import assign_splits
 from tfbonemet.errors import DataError
+from tfbonemet.io import images
+from tfbonemet.io.pseudonym import salted_patient_hash, secret_for_build
 from tfds_builders.build_options import BuildOptions, png16
 
 CLASSES = ("normal", "pneumonia")
 SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm"}
 LABELS_CSV = "labels.csv"
+RADIOGRAPHY = ("CR", "DX", "DR")  # DICOM modalities of a chest radiograph
 
 
 class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
@@ -63,7 +66,7 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
 
     def _csv_splits(self, manual_dir: Path) -> dict[str, list[tuple[Path, str]]]:
         labels_path = manual_dir / LABELS_CSV
-        salt = self._salt or dicom.default_salt()
+        salt = secret_for_build(manual_dir, self._salt, self._allow_public_secret)
 
         def entry(line: int, row: dict) -> tuple[Path, str, str]:
             where = f"{labels_path}:{line}"
@@ -80,7 +83,7 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, manual_dir: Path, items):
         for path, label in items:
-            image = sources.attempt(self.on_bad, sources.read_image_file, path)
+            image = sources.attempt(self.on_bad, images.read_view, path, None, RADIOGRAPHY)
             if image is None:
                 continue
             key = path.relative_to(manual_dir).as_posix()

@@ -10,10 +10,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
 
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_study
+from tfbonemet.io.pseudonym import mark_phantom
 
 DUMMY = Path(__file__).parent / "dummy_data"
 FOLDER_COUNTS = {"train": 3, "val": 1, "test": 2}  # images per class
@@ -25,9 +27,10 @@ def folder_layout(out: Path, rng: np.random.Generator) -> None:
             folder = out / split / label
             folder.mkdir(parents=True)
             for i in range(count):
-                mode = "RGB" if i % 2 else "L"  # the public set mixes grey and RGB JPEGs
-                pixels = rng.integers(0, 256, (12, 10, 3) if mode == "RGB" else (12, 10), dtype=np.uint8)
-                Image.fromarray(pixels, mode).save(folder / f"person{i}_{label.lower()}.jpeg", quality=90)
+                pixels = rng.integers(0, 256, (12, 10), dtype=np.uint8)
+                if i % 2:  # the public set mixes grey and RGB JPEGs (grey radiographs saved in colour)
+                    pixels = np.repeat(pixels[..., np.newaxis], 3, axis=-1)
+                Image.fromarray(pixels).save(folder / f"person{i}_{label.lower()}.jpeg", quality=90)
 
 
 def csv_layout(out: Path, rng: np.random.Generator) -> None:
@@ -38,12 +41,16 @@ def csv_layout(out: Path, rng: np.random.Generator) -> None:
         Image.fromarray(rng.integers(0, 4096, (12, 10), dtype=np.uint16)).save(out / name)
         rows.append({"file": name, "label": ("normal", "pneumonia")[i % 2], "patient_id": f"P{i // 2}"})
     anterior, _ = write_study(BoneScanPhantom(shape=(64, 16), seed=9).study(0), out / "images", split_views=True)
+    radiograph = pydicom.dcmread(anterior)
+    radiograph.Modality = "DX"  # the reader takes a radiograph's modality only (the pixels are the phantom's)
+    radiograph.save_as(anterior)
     rows.append({"file": f"images/{anterior.name}", "label": "normal", "patient_id": "P9"})
     (out / "images" / f"{anterior.name.replace('ANTE', 'POST')}").unlink()
     with open(out / "labels.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["file", "label", "patient_id"])
         writer.writeheader()
         writer.writerows(rows)
+    mark_phantom(out)  # synthetic: builds without a site secret
 
 
 def main() -> None:

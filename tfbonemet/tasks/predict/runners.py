@@ -1,31 +1,26 @@
-"""`tfbonemet predict`: any exported form of a model (run dir / .keras, SavedModel, .tflite) on DICOM or image files.
+"""The three runners of `tfbonemet predict`: a run dir / .keras, an exported SavedModel, a .tflite file.
 
 Every runner sees the run's own ScanPreprocessor: the Keras and TFLite runners apply it here, a
 SavedModel carries it inside its `serving_default` signature; all label with the stored threshold.
-Studies stream through in batches, so memory is bounded by the batch, not by the folder.
+A file is checked to be the kind its name says before a framework loads it, so a damaged or foreign
+file is named as such rather than reported in the framework's words.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import itertools
 import json
-import re
-import sys
+import zipfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tfbonemet.errors import DataError, ModelError
+from tfbonemet.errors import ModelError
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.run import decide
-from tfbonemet.vocab import PREDICTION_FORMATS, model_input_names
+from tfbonemet.vocab import model_input_names
 
 METADATA_JSON = "metadata.json"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-_VIEW_SUFFIX = re.compile(r"(?i)[_\-. ](ant|anterior|post|posterior)$")
-OUTPUT_FORMATS = PREDICTION_FORMATS
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8 of every .tflite file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +65,7 @@ def preprocess_studies(studies: list[dict[str, np.ndarray]], preprocessor: ScanP
 
 
 class KerasRunner:
-    """A run directory or .keras file (loaded by tfbonemet.evaluate.load_run)."""
+    """A run directory or .keras file (loaded by tfbonemet.run.Run)."""
 
     kind = "keras"
 
@@ -126,6 +121,7 @@ class TFLiteRunner:
     def __init__(self, path: Path, info: ModelInfo | None = None, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        _check_tflite(path)
         self.info = info or _read_info(_tflite_metadata(path))
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
@@ -176,6 +172,28 @@ def _read_info(path: Path) -> ModelInfo:
         raise ModelError(f"{path} cannot be read: {type(exc).__name__}: {exc}") from None
 
 
+def _check_tflite(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+    if head[4:8] != TFLITE_IDENTIFIER:
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier); damaged or another kind of file")
+
+
+def _check_keras(path: Path) -> None:
+    """A .keras file is a zip archive holding config.json; anything else is not a Keras model file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            ok = "config.json" in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        ok = False
+    if not ok:
+        raise ModelError(f"{path}: not a Keras model file (not a .keras archive with config.json); "
+                         f"damaged, truncated or another kind of file")
+
+
 def _tflite_metadata(path: Path) -> Path:
     """metadata.json of the export a .tflite belongs to: beside it, or in the version folder above."""
     for folder in (path.parent, path.parent.parent):
@@ -195,10 +213,13 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
         if (path / "saved_model.pb").is_file() or versions:
             return SavedModelRunner(path if (path / "saved_model.pb").is_file() else versions[-1])
         if (path / "model.keras").is_file() or (path / "config.json").is_file():
+            if (path / "model.keras").is_file():
+                _check_keras(path / "model.keras")
             return KerasRunner(path)
         raise ModelError(f"{path} is neither a run directory (model.keras), a SavedModel (saved_model.pb) "
                          f"nor a TF Serving model folder (numbered versions)")
     if path.suffix == ".keras":  # a run's own model.keras keeps its run's preprocessing (config.json)
+        _check_keras(path)
         in_run = path.name == "model.keras" and (path.parent / "config.json").is_file()
         return KerasRunner(path.parent if in_run else path)
     if path.suffix == ".tflite":
@@ -206,219 +227,3 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
     raise ModelError(f"{path}: not a model; expected a run directory, .keras, SavedModel folder or .tflite")
 
 
-# ---- inputs ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class StudyFiles:
-    """The files of one study, found without reading pixels."""
-
-    kind: str  # "dicom" or "image"
-    files: list[Path]
-    key: str  # image studies: the file name stem; DICOM: the StudyInstanceUID, hashed before it leaves
-    views: tuple[str, ...] = ()  # image studies whose views the folder names (BS-80K): one per file
-
-
-def discover(paths: Iterable[str | Path]) -> list[StudyFiles]:
-    """Files and folders -> studies: DICOM grouped by StudyInstanceUID (headers only), images paired by name."""
-    from tfbonemet.data.dicom import DICOM_SUFFIXES
-
-    dicom, images, paired = [], [], []
-    for path in map(Path, paths):
-        if path.is_dir():
-            pairs = _bs80k_studies(path)
-            taken = {f for study in pairs for f in study.files}
-            paired += pairs
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p not in taken
-                           and p.suffix.lower() != ".txt")
-        elif path.is_file():
-            files = [path]
-        else:
-            raise DataError(f"{path}: no such file or folder")
-        for f in files:
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(f)
-            elif f.suffix.lower() in DICOM_SUFFIXES or path.is_file() or _is_dicom(f):
-                dicom.append(f)
-    if not dicom and not images and not paired:
-        raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM or image files found")
-    return _group_dicom(dicom) + paired + _group_images(images)
-
-
-def _bs80k_studies(folder: Path) -> list[StudyFiles]:
-    """BS-80K layout (chestRANT/ + chestRPOST/ ...): the same file name in both folders is one study."""
-    from tfbonemet.data.sources import bs80k_pairs
-
-    studies, pairs = [], bs80k_pairs(folder)
-    for ant_dir, post_dir in pairs:
-        posterior = {p.name: p for p in post_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        for ant in sorted(p for p in ant_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            if ant.name in posterior:  # keyed by file name, with the region when several regions are given
-                key = ant.stem if len(pairs) == 1 else f"{ant_dir.name[:-3]}-{ant.stem}"
-                studies.append(StudyFiles("image", [ant, posterior[ant.name]], key, ("anterior", "posterior")))
-    return studies
-
-
-def _is_dicom(path: Path) -> bool:
-    from pydicom.misc import is_dicom
-
-    return is_dicom(path)
-
-
-def _group_dicom(files: list[Path]) -> list[StudyFiles]:
-    import pydicom
-
-    groups: dict[str, list[Path]] = {}
-    for f in files:
-        try:
-            uid = str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-                      .get("StudyInstanceUID", "")) or f"file:{f}"
-        except Exception:  # unreadable: a study of its own, so the reader reports it by name
-            uid = f"file:{f}"
-        groups.setdefault(uid, []).append(f)
-    return [StudyFiles("dicom", fs, uid) for uid, fs in groups.items()]
-
-
-def _group_images(files: list[Path]) -> list[StudyFiles]:
-    groups: dict[str, list[Path]] = {}
-    for f in files:
-        groups.setdefault(str(f.parent / _VIEW_SUFFIX.sub("", f.stem)), []).append(f)
-    return [StudyFiles("image", fs, key=Path(k).name) for k, fs in groups.items()]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """A PNG/JPEG as (H, W) counts: 16-bit PNGs keep their values; colour only if all channels are equal."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: not a readable image ({_first_line(exc)})") from None
-    if array.ndim == 3:
-        if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, min(array.shape[-1], 3))):
-            raise DataError(f"{path}: has {array.shape[-1]} colour channels; the model takes single-channel "
-                            f"count images (save it as grayscale)")
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D single-channel image, got shape {array.shape}")
-    return np.clip(array, 0, None).astype(np.float32)
-
-
-def _image_views(study: StudyFiles) -> dict[str, np.ndarray]:
-    if study.views:
-        return {view: read_image(f) for view, f in zip(study.views, study.files)}
-    views = {}
-    for f in study.files:
-        match = _VIEW_SUFFIX.search(f.stem)
-        view = "image" if match is None else ("anterior" if match.group(1).lower().startswith("ant") else "posterior")
-        if view in views:
-            raise DataError(f"{f}: second {view} image for study {study.key}")
-        views[view] = read_image(f)
-    return views
-
-
-def _dicom_views(study: StudyFiles, info: ModelInfo, salt: str | None) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Two-view models: the study's paired views (the DICOM reader pairs them). Single-view models:
-    the anterior view if the study has one, else each single image file (`<key>-<n>` when several)."""
-    from tfbonemet.data.dicom import read_studies, read_views, study_key_for_uid
-
-    if len(info.data_views) == 2:
-        found = read_studies(study.files, salt=salt)
-        return [(s.study_key, {v: getattr(s, v) for v in ("anterior", "posterior", "image")
-                               if getattr(s, v) is not None}) for s in found]
-    key = study_key_for_uid(study.key, salt)
-    per_file = [read_views(f) for f in study.files]
-    anterior = [v for v in per_file if "anterior" in v]
-    if anterior:
-        return [(key, anterior[0])]
-    images = [v for v in per_file if "image" in v]
-    return [(key if len(images) == 1 else f"{key}-{n}", v) for n, v in enumerate(images, start=1)] or [(key, {})]
-
-
-def model_views(views: dict[str, np.ndarray], info: ModelInfo, files: list[Path]) -> dict[str, np.ndarray]:
-    """A study's views -> the views the model reads; a single-view model reads the anterior or the only image."""
-    names = ", ".join(map(str, files))
-    for view, array in views.items():
-        if array.ndim != 2:
-            raise DataError(f"{names}: {view} view has shape {array.shape}; expected one 2-D frame")
-    if len(info.data_views) == 2:
-        missing = [view for view in info.data_views if view not in views]
-        if missing:
-            raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
-        return {v: views[v] for v in info.data_views}
-    single = views.get(info.data_views[0], views.get("image"))
-    if single is None:
-        raise DataError(f"{names}: no {info.data_views[0]} view or single image for this single-view model")
-    return {info.data_views[0]: single}
-
-
-def load_study(study: StudyFiles, info: ModelInfo, salt: str | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(key, the views the model reads) for each prediction one study yields (single images may give several)."""
-    found = _dicom_views(study, info, salt) if study.kind == "dicom" else [(study.key, _image_views(study))]
-    return [(key, model_views(views, info, study.files)) for key, views in found]
-
-
-# ---- the predict loop -----------------------------------------------------------------------------------
-
-def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, salt: str | None = None,
-                     skip_bad: bool = False, on_skip: Callable[[str], None] | None = None,
-                     on_batch: Callable[[int], None] | None = None, explain_dir=None) -> Iterator[dict]:
-    """One row per study (key, label, class probabilities); reads and predicts `batch_size` studies at a time.
-
-    With `explain_dir`, each study also gets a Grad-CAM overlay `<key>-gradcam.png` there.
-    """
-    if explain_dir is not None:
-        if runner.kind != "keras":
-            raise ModelError(f"--explain needs the Keras model (run directory or .keras), not a {runner.kind} model")
-        Path(explain_dir).mkdir(parents=True, exist_ok=True)
-    classes = runner.info.classes
-    for start in range(0, len(studies), batch_size):
-        batch, keys = [], []
-        for study in studies[start:start + batch_size]:
-            try:
-                found = load_study(study, runner.info, salt)
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                (on_skip or (lambda m: print(f"skipped: {m}", file=sys.stderr)))(str(exc))
-                continue
-            keys += [key for key, _ in found]
-            batch += [views for _, views in found]
-        if batch:
-            if explain_dir is not None:
-                explain_batch(runner, keys, batch, Path(explain_dir))
-            probabilities = runner.predict(batch)
-            for key, p, decided in zip(keys, probabilities, runner.info.label(probabilities)):
-                yield {"study": key, "label": classes[int(decided)],
-                       **{f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)}}
-        if on_batch:
-            on_batch(min(batch_size, len(studies) - start))
-
-
-def explain_batch(runner: KerasRunner, keys: list[str], studies: list[dict], out_dir: Path) -> None:
-    """Grad-CAM overlays of the metastasis class (tfbonemet.explain), one study at a time: sizes may differ."""
-    from tfbonemet.tasks import explain
-
-    for key, result in zip(keys, explain.explain_studies(runner.run, studies, keys)):
-        explain.save_png(result, out_dir / f"{key}-gradcam.png", "gradcam")
-
-
-def write_rows(rows: Iterable[dict], out, fmt: str, classes: tuple[str, ...]) -> int:
-    """Stream rows to an open text file as CSV or a JSON list; returns the count."""
-    if fmt not in OUTPUT_FORMATS:
-        raise DataError(f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    rows = iter(rows)
-    first = next(rows, None)  # a bad first batch fails before anything is written
-    rows = itertools.chain([first] if first is not None else [], rows)
-    n = 0
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=["study", "label", *(f"p_{c}" for c in classes)])
-        writer.writeheader()
-        for n, row in enumerate(rows, start=1):
-            writer.writerow(row)
-        return n
-    out.write("[")
-    for n, row in enumerate(rows, start=1):
-        out.write(("\n  " if n == 1 else ",\n  ") + json.dumps(row))
-    out.write("\n]\n")
-    return n

@@ -1,0 +1,222 @@
+"""Files and folders -> studies, without reading pixels: the one discovery `data build` and `predict` share.
+
+DICOM files are grouped by StudyInstanceUID (headers only) and their views paired from the header
+(tfbonemet.io.dicom); PNG/JPEG images pair as NAME_ant / NAME_post; a BS-80K layout (chestRANT/ +
+chestRPOST/) pairs the same file name in the two view folders. Every study gets a distinct key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from tfbonemet.errors import DataError
+from tfbonemet.io import images
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic", ".ima"}
+_SKIPPED_SUFFIXES = {".txt", ".csv", ".json"}  # label lists and manifests beside the images
+_VIEW_SUFFIX = re.compile(r"(?i)[_\-. ](ant|anterior|post|posterior)$")
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """A DICOM suffix (not none), or the DICM preamble for any other name."""
+    from pydicom.misc import is_dicom
+
+    return path.suffix.lower() in DICOM_SUFFIXES - {""} or (path.suffix.lower() not in IMAGE_SUFFIXES
+                                                           and is_dicom(path))
+
+
+def walk(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus the visible files inside folders (recursively, sorted)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return found
+
+
+def _dicom_candidate(path: Path) -> bool:
+    """A file found in a folder that is read as DICOM: a DICOM suffix (or none), or the DICM preamble."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES | _SKIPPED_SUFFIXES or path.name.upper() == "DICOMDIR":
+        return False
+    return suffix in DICOM_SUFFIXES or looks_like_dicom(path)
+
+
+def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus the DICOM candidates found in folders."""
+    paths = list(map(Path, paths))
+    named = {p for p in paths if p.is_file()}
+    return [f for f in walk(paths) if f in named or _dicom_candidate(f)]
+
+
+def bs80k_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(anterior folder, posterior folder) pairs such as chestRANT/ + chestRPOST/."""
+    pairs = []
+    for ant in sorted(p for p in Path(folder).iterdir() if p.is_dir() and p.name.upper().endswith("ANT")):
+        posterior = ant.with_name(ant.name[:-3] + ("POST" if ant.name.endswith("ANT") else "post"))
+        if posterior.is_dir():
+            pairs.append((ant, posterior))
+    return pairs
+
+
+def printable(name: str) -> str:
+    """A file name as text that any output can hold: undecodable bytes written as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclasses.dataclass
+class StudyFiles:
+    """The files of one study, found without reading pixels."""
+
+    kind: str  # "dicom" or "image"
+    files: list[Path]
+    key: str  # image studies: the file name stem; DICOM: the StudyInstanceUID, hashed before it leaves
+    views: tuple[str, ...] = ()  # image studies whose views the folder names (BS-80K): one per file
+
+
+def discover(paths: Iterable[str | Path]) -> list[StudyFiles]:
+    """Files and folders -> studies: DICOM grouped by StudyInstanceUID (headers only), images paired by name."""
+    paths = list(map(Path, paths))
+    dicom, loose, paired = [], [], []
+    for path in paths:
+        if path.is_dir():
+            paired += _bs80k_studies(path)
+    taken = {f for study in paired for f in study.files}
+    named = {p for p in paths if p.is_file()}
+    for f in walk(paths):
+        if f in taken:
+            continue
+        if f.suffix.lower() in IMAGE_SUFFIXES:
+            loose.append(f)
+        elif f in named or _dicom_candidate(f):
+            dicom.append(f)
+    if not dicom and not loose and not paired:
+        raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM or image files found")
+    return _group_dicom(dicom) + _distinct_keys(paired + _group_images(loose))
+
+
+def _bs80k_studies(folder: Path) -> list[StudyFiles]:
+    """BS-80K layout: the same file name in both view folders is one study."""
+    studies, pairs = [], bs80k_pairs(folder)
+    for ant_dir, post_dir in pairs:
+        posterior = {p.name: p for p in post_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        for ant in sorted(p for p in ant_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            if ant.name in posterior:  # keyed by file name, with the region when several regions are given
+                key = ant.stem if len(pairs) == 1 else f"{ant_dir.name[:-3]}-{ant.stem}"
+                studies.append(StudyFiles("image", [ant, posterior[ant.name]], printable(key),
+                                          ("anterior", "posterior")))
+    return studies
+
+
+def _group_dicom(files: list[Path]) -> list[StudyFiles]:
+    import pydicom
+
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        try:
+            uid = str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+                      .get("StudyInstanceUID", "")) or f"file:{f.resolve()}"
+        except Exception:  # unreadable: a study of its own, so the reader reports it by name
+            uid = f"file:{f.resolve()}"
+        groups.setdefault(uid, []).append(f)
+    return [StudyFiles("dicom", fs, uid) for uid, fs in groups.items()]
+
+
+def _group_images(files: list[Path]) -> list[StudyFiles]:
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.parent / _VIEW_SUFFIX.sub("", f.stem), []).append(f)
+    return [StudyFiles("image", fs, key=printable(k.name)) for k, fs in groups.items()]
+
+
+def _distinct_keys(studies: list[StudyFiles]) -> list[StudyFiles]:
+    """Studies whose file names clash across folders are keyed by their folders too (a/x, b/x)."""
+    count: dict[str, int] = {}
+    for study in studies:
+        count[study.key] = count.get(study.key, 0) + 1
+    clashing = [s for s in studies if count[s.key] > 1]
+    if clashing:
+        root = Path(os.path.commonpath([s.files[0].parent.resolve() for s in clashing]))
+        for study in clashing:
+            folder = study.files[0].parent.resolve().relative_to(root).as_posix()
+            study.key = f"{printable(folder)}/{study.key}" if folder != "." else study.key
+    seen: dict[str, int] = {}
+    for study in studies:  # the same file given twice
+        seen[study.key] = seen.get(study.key, 0) + 1
+        if seen[study.key] > 1:
+            study.key = f"{study.key}-{seen[study.key]}"
+    return studies
+
+
+# ---- reading a discovered study -------------------------------------------------------------------------
+
+class Reader(Protocol):
+    """What decides which views a study is read as (a runner's ModelInfo)."""
+
+    data_views: tuple[str, ...]
+
+
+def _image_views(study: StudyFiles) -> dict[str, np.ndarray]:
+    if study.views:
+        return {view: images.read_image(f) for view, f in zip(study.views, study.files)}
+    views = {}
+    for f in study.files:
+        match = _VIEW_SUFFIX.search(f.stem)
+        view = "image" if match is None else ("anterior" if match.group(1).lower().startswith("ant") else "posterior")
+        if view in views:
+            raise DataError(f"{f}: second {view} image for study {study.key}")
+        views[view] = images.read_image(f)
+    return views
+
+
+def _dicom_views(study: StudyFiles, reader: Reader, secret: str | None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Two-view models: the study's paired views (the DICOM reader pairs them). Single-view models:
+    the anterior view if the study has one, else each single image file (`<key>-<n>` when several)."""
+    from tfbonemet.io.dicom import read_studies, read_views
+    from tfbonemet.io.pseudonym import study_key_for_uid
+
+    if len(reader.data_views) == 2:
+        found = read_studies(study.files, salt=secret)
+        return [(s.study_key, {v: getattr(s, v) for v in ("anterior", "posterior", "image")
+                               if getattr(s, v) is not None}) for s in found]
+    key = study_key_for_uid(study.key, secret)
+    per_file = [read_views(f) for f in study.files]
+    anterior = [v for v in per_file if "anterior" in v]
+    if anterior:
+        return [(key, anterior[0])]
+    found = [v for v in per_file if "image" in v]
+    return [(key if len(found) == 1 else f"{key}-{n}", v) for n, v in enumerate(found, start=1)] or [(key, {})]
+
+
+def model_views(views: dict[str, np.ndarray], reader: Reader, files: list[Path]) -> dict[str, np.ndarray]:
+    """A study's views -> the views the model reads; a single-view model reads the anterior or the only image."""
+    names = ", ".join(map(str, files))
+    for view, array in views.items():
+        images.check_counts(f"{names}: {view} view", array)
+    if len(reader.data_views) == 2:
+        missing = [view for view in reader.data_views if view not in views]
+        if missing:
+            raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
+        images.check_pair(names, views)
+        return {v: views[v] for v in reader.data_views}
+    single = views.get(reader.data_views[0], views.get("image"))
+    if single is None:
+        raise DataError(f"{names}: no {reader.data_views[0]} view or single image for this single-view model")
+    return {reader.data_views[0]: single}
+
+
+def load_study(study: StudyFiles, reader: Reader, secret: str | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(key, the views the model reads) for each prediction one study yields (single images may give several)."""
+    found = _dicom_views(study, reader, secret) if study.kind == "dicom" else [(study.key, _image_views(study))]
+    return [(key, model_views(views, reader, study.files)) for key, views in found]
