@@ -22,6 +22,7 @@ rounds. Printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -35,12 +36,18 @@ NETS = ("two_view_net", "dscint", "vgg16", "yim_vgg16", "resnet50", "densenet121
 
 
 class Worker:
-    """A timing process: one JSON line when ready, then one JSON line per `N` (steps) sent."""
+    """A timing process: one JSON line when ready, then one JSON line per `N` (steps) sent.
+
+    Started on construction; `ready` waits for its first line, so workers started together warm up together.
+    """
 
     def __init__(self, argv, env=None):
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})}, cwd=HERE.parent)
-        self.ready = self._read()
+
+    @functools.cached_property
+    def ready(self) -> dict:
+        return self._read()
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -79,22 +86,24 @@ def tf_worker(args) -> None:
         return
     size = tuple(args.size)
     build = lambda: build_model(args.net, image_size=size)  # noqa: E731
-    precision, jit = args.precision, args.jit == "on"
+    precision, jit, why = args.precision, args.jit == "on", []
     if args.precision == "auto":
         key = {"model": args.net, "options": {}, "size": list(size), "bench": "random inputs"}
-        precision, jit = execution.choose("auto", args.jit, build, key, args.batch_size, log=lambda *_: None)
+        precision, jit = execution.choose("auto", args.jit, build, key, args.batch_size, log=why.append)
     stepper = execution.FitStepper((precision, jit), build, args.batch_size)
     import tensorflow as tf
-    serve({"precision": precision, "jit": jit, "warm_s": stepper.seconds_per_step(1),
+    serve({"precision": precision, "jit": jit, "why": why[-1:], "warm_s": stepper.seconds_per_step(1),
            "flops": forward_flops(stepper.model), "version": f"TensorFlow {tf.__version__}"}, stepper.seconds_per_step)
 
 
 def tf_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
-    """Best float32 and bfloat16 matmul GFLOP/s through TensorFlow (oneDNN) on this CPU."""
+    """Best matmul GFLOP/s through TensorFlow on this CPU: float32, and bfloat16 where `auto` may choose it."""
     import tensorflow as tf
 
+    from tfbonemet.execution import cpu_has_bf16
+
     out = {}
-    for dtype in (tf.float32, tf.bfloat16):
+    for dtype in (tf.float32, tf.bfloat16) if cpu_has_bf16() else (tf.float32,):
         a, b = (tf.cast(tf.random.uniform((n, n)), dtype) for _ in range(2))
         matmul = tf.function(tf.matmul)
         matmul(a, b).numpy()
@@ -115,17 +124,20 @@ def measure(net, size, args) -> dict:
                                 *map(str, size), "--batch-size", str(args.batch_size)],
                                env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}),
                "float32": Worker(base + ["--precision", "float32", "--jit", "off"])}
+    batches = {}
     for spec in args.tf_variant:  # "label:KEY=VALUE,...": float32 with other environment or batch
         name, _, settings = spec.partition(":")
         env = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
-        batch = env.pop("batch", str(args.batch_size))
-        workers[name] = Worker(base[:-1] + [batch, "--precision", "float32", "--jit", "off"], env=env)
-        workers[name].ready["batch"] = int(batch)
+        batches[name] = env.pop("batch", str(args.batch_size))
+        workers[name] = Worker(base[:-1] + [batches[name], "--precision", "float32", "--jit", "off"], env=env)
+    for name, w in workers.items():  # all warmed up before the probe times anything
+        w.ready["batch"] = int(batches.get(name, args.batch_size))
     if args.auto:
         auto = Worker(base + ["--precision", "auto", "--jit", "auto"])
+        auto.ready["batch"] = args.batch_size
         if (auto.ready["precision"], auto.ready["jit"]) == ("float32", False):
             auto.close()
-            workers["float32"].ready["auto"] = True
+            workers["float32"].ready["why"] = auto.ready["why"]
         else:
             workers["auto"] = auto
     steps = {name: max(1, round(args.window / w.ready["warm_s"])) for name, w in workers.items()}
@@ -165,20 +177,25 @@ def main() -> None:
     started = time.time()
     print(f"{' '.join(sys.argv)}\nbatch {args.batch_size}, {args.rounds} alternating rounds of ~{args.window:g} s "
           f"windows, best counts; {os.cpu_count()} CPUs; load average before {os.getloadavg()}", flush=True)
-    peak = {"float32": 0.0, "bfloat16": 0.0}
+    peak: dict[str, float] = {}
     rows = []
     for net in args.models:
-        peak = {k: max(v, peak_gflops()[k]) for k, v in peak.items()}  # once per net: the least loaded counts
+        peak = best_peak(peak, peak_gflops())  # once per net: the least loaded measurement counts
         size = args.two_view_size if net == "two_view_net" else args.size
-        row = {"net": net, "size": size, **measure(net, size, args)}
+        row = {"net": net, "size": size, "load": os.getloadavg()[0], **measure(net, size, args)}
         print(json.dumps(row), flush=True)
+        print("\n".join(table_rows(row, peak, args.tf_variant)), flush=True)
         rows.append(row)
-    peak = {k: max(v, peak_gflops()[k]) for k, v in peak.items()}
-    print(f"load average after {os.getloadavg()}; {(time.time() - started) / 60:.1f} min; matmul peak float32 "
-          f"{peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s (TensorFlow, best of "
-          f"{len(args.models) + 1} measurements); {rows[-1]['float32_ready']['version']}; "
+    peak = best_peak(peak, peak_gflops())
+    print(f"load average after {os.getloadavg()}; {(time.time() - started) / 60:.1f} min; matmul peak "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
+          + f" (TensorFlow, best of {len(args.models) + 1} measurements); {rows[-1]['float32_ready']['version']}; "
           f"{rows[-1]['torch_ready']['version']}\n")
-    print_table(rows, peak, args)
+    print(TABLE_HEAD)
+    for row in rows:
+        print("\n".join(table_rows(row, peak, args.tf_variant)))
+    for row in rows:
+        print(f"{row['net']}: {' '.join(row.get('auto_ready', row['float32_ready']).get('why', []))}")
 
 
 def peak_gflops() -> dict:
@@ -187,28 +204,38 @@ def peak_gflops() -> dict:
     return worker.ready
 
 
-def print_table(rows, peak, args) -> None:
-    """Markdown: img/s (studies/s for two-view), ratios to torch, % of the matmul peak at the precision used."""
-    print("| net | input | counterpart | tfbonemet float32 | auto choice | tfbonemet auto | torch float32 | "
-          "ratio float32 | ratio auto | % peak float32 | % peak auto |")
-    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        f32 = row["float32_ready"]
-        rate = {name: row.get(f"{name}_ready", {}).get("batch", args.batch_size) / s for name, s in row["best"].items()}
-        auto_name = "auto" if "auto" in rate else "float32"
-        auto = row.get("auto_ready", {"precision": "float32", "jit": False})
-        choice = f"{auto['precision']}, XLA {'on' if auto['jit'] else 'off'}"
-        pct = {name: 100 * 3 * f32["flops"] * r / 1e9 / peak["bfloat16" if "bfloat16" in
-                                                              row.get(f"{name}_ready", f32).get("precision", "") else "float32"]
-               for name, r in rate.items()}
-        print(f"| {row['net']} | {row['size'][0]}x{row['size'][1]} | {row['torch_ready']['label']} | "
-              f"{rate['float32']:.1f} | {choice} | {rate[auto_name]:.1f} | {rate['torch']:.1f} | "
-              f"{rate['float32'] / rate['torch']:.2f} | {rate[auto_name] / rate['torch']:.2f} | "
-              f"{pct['float32']:.0f} | {pct[auto_name]:.0f} |")
-        for spec in args.tf_variant:
-            name = spec.partition(":")[0]
-            print(f"| {row['net']}: float32 with {spec.partition(':')[2]} | | | {rate[name]:.1f} | | | | "
-                  f"{rate[name] / rate['torch']:.2f} | | {pct[name]:.0f} | |")
+def best_peak(*measurements: dict) -> dict:
+    """Per dtype, the highest GFLOP/s measured: load from other processes only ever lowers it."""
+    return {k: max(m.get(k, 0.0) for m in measurements) for m in measurements for k in m}
+
+
+TABLE_HEAD = ("| net | input | counterpart | tfbonemet float32 | auto choice | tfbonemet auto | torch float32 | "
+              "ratio float32 | ratio auto | % peak float32 | % peak auto | % peak torch |\n"
+              "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def table_rows(row, peak, variants=()) -> list[str]:
+    """Markdown rows of one net: img/s (studies/s for two-view), ratios to torch, % of the matmul peak at the
+    precision each side used (torch: float32), then one row per `--tf-variant`."""
+    f32 = row["float32_ready"]
+    ready = {name: row.get(f"{name}_ready", f32) for name in row["best"]}
+    rate = {name: ready[name].get("batch", 16) / s for name, s in row["best"].items()}
+    auto_name = "auto" if "auto" in rate else "float32"
+    auto = ready[auto_name]
+    pct = {name: 100 * 3 * f32["flops"] * r / 1e9
+           / peak["bfloat16" if "bfloat16" in ready[name].get("precision", "") else "float32"]
+           for name, r in rate.items()}
+    lines = [f"| {row['net']} | {row['size'][0]}x{row['size'][1]} | {row['torch_ready']['label']} | "
+             f"{rate['float32']:.1f} | {auto['precision']}, XLA {'on' if auto['jit'] else 'off'} | "
+             f"{rate[auto_name]:.1f} | {rate['torch']:.1f} | {rate['float32'] / rate['torch']:.2f} | "
+             f"{rate[auto_name] / rate['torch']:.2f} | {pct['float32']:.0f} | {pct[auto_name]:.0f} | "
+             f"{pct['torch']:.0f} |"]
+    for spec in variants:
+        name = spec.partition(":")[0]
+        lines.append(f"| {row['net']}: float32 with {spec.partition(':')[2]} | | | {rate[name]:.1f} | | | | "
+                     f"{rate[name] / rate['torch']:.2f} | | {pct[name]:.0f} | | |")
+    return lines
+
 
 if __name__ == "__main__":
     main()
