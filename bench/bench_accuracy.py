@@ -138,6 +138,7 @@ def main():
         print(run_reference(args.work, test, args.one, args.reference_epochs), flush=True)
         return
     args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TFBONEMET_SECRET", "bench_accuracy: phantom studies, no patients")  # keyed pseudonyms
     render(train, args.patients, seed=101, difficulty=args.difficulty)
     render(test, args.test_patients, seed=202, difficulty=args.difficulty)
     held_out = test_labels(test)

@@ -23,6 +23,7 @@ class FitConfig:
     data_dir: str | None = None  # TFDS data_dir holding the prepared dataset
     manual_dir: str | None = None  # TFDS manual_dir: prepare the dataset from these files if not built yet
     num_studies: int = 320  # size of the synthetic set
+    phantom_difficulty: str = "realistic"  # vocab.PHANTOM_DIFFICULTIES: finding contrast, mimics, counts, blur
     # model input per view; None: the data's typical study size, never upsampled (train.input_size)
     image_height: int | None = None
     image_width: int | None = None
@@ -38,7 +39,7 @@ class FitConfig:
     # tfbonemet.data.augment.AugmentConfig fields; the default mirror + shift lifts the phantom's
     # validation AUC from 0.91 to 0.99 (seed 1, 20 epochs) at no measurable cost per epoch
     augmentation: dict = dataclasses.field(default_factory=lambda: {"flip_left_right": True, "translation": 0.03})
-    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs)
+    lr_schedule: str = "cosine"  # cosine (decays to 0 over the epochs) | constant
     early_stopping: int = 0  # patience in epochs on validation AUC; 0 = off
     threshold_rule: str = "max_f1"  # metrics.THRESHOLD_RULES: how the stored decision threshold is chosen
     target_sensitivity: float = 0.9  # with threshold_rule "sensitivity"

@@ -70,6 +70,7 @@ def task_labels(labels, task: str, dataset_classes=CLASS_NAMES) -> np.ndarray:
 # lists them without loading TensorFlow.
 CROP_NAMES = ("none", "thorax")
 NORMALISATIONS = ("sqrt", "linear", "log")
+PHANTOM_DIFFICULTIES = ("easy", "realistic", "hard")  # keys of tfbonemet.data.phantom.DIFFICULTIES
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JIT_MODES = ("on", "off", "auto")
 STRATEGIES = ("default", "mirrored", "multi-worker")

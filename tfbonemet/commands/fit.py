@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from tfbonemet.models.registry import MODELS
-from tfbonemet.vocab import (AGGREGATIONS, CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, PRECISIONS, SAMPLINGS,
-                             STRATEGIES, TASKS, THRESHOLD_RULES)
+from tfbonemet.vocab import (AGGREGATIONS, CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, PHANTOM_DIFFICULTIES,
+                             PRECISIONS, SAMPLINGS, STRATEGIES, TASKS, THRESHOLD_RULES)
 
 def parse_model_options(ctx, param, values):
     """KEY=VALUE pairs -> builder arguments, values read as YAML (numbers, lists, true/false)."""
@@ -45,6 +45,9 @@ TRAINING_OPTIONS = [
                  help="Source files to build the TFDS dataset from if it is not built yet."),
     click.option("--num-studies", type=click.IntRange(min=8), default=None,
                  help="Studies in the synthetic set (default 320; split 70/15/15 by patient)."),
+    click.option("--phantom-difficulty", type=click.Choice(PHANTOM_DIFFICULTIES), default=None,
+                 help="The synthetic set's difficulty: easy (demos, smoke tests), realistic (default; calibrated "
+                      "on real chest crops) or hard."),
     click.option("--image-size", nargs=2, type=click.IntRange(min=32, max=4096), default=None, metavar="H W",
                  help="Model input height and width per view (default: the data's typical study size, never "
                       "upsampled, at most 512x128 pixels' worth)."),
@@ -57,7 +60,7 @@ TRAINING_OPTIONS = [
     click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Adam learning rate (default 1e-3)."),
     click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
-                 help="constant (default) or cosine decay to 0 over the epochs."),
+                 help="cosine (default): decay to 0 over the epochs; or constant."),
     click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
                  help="Stop after PATIENCE epochs without a better validation AUC (default 0: off)."),
     click.option("--augment/--no-augment", default=None,

@@ -203,7 +203,8 @@ def _png_size(encoded: bytes) -> tuple[int, int]:
 def phantom_spec(config) -> synthetic.SyntheticSpec:
     """The built-in set a config trains on: rendered at the asked image size, else PHANTOM_SIZE."""
     height, width = (config.image_height, config.image_width) if config.image_height else PHANTOM_SIZE
-    return synthetic.SyntheticSpec(num_studies=config.num_studies, height=height, width=width, seed=config.seed)
+    return synthetic.SyntheticSpec(num_studies=config.num_studies, height=height, width=width, seed=config.seed,
+                                   difficulty=config.phantom_difficulty)
 
 
 def load_split(config, split: str, log=print) -> synthetic.StudyArrays:

@@ -40,6 +40,7 @@ class SyntheticSpec:
     seed: int = 0
     class_probs: tuple[float, ...] = (0.4, 0.4, 0.1, 0.1)
     counts_per_view: float = 1.2e6
+    difficulty: str = "realistic"
 
     def key(self) -> str:
         blob = json.dumps({**dataclasses.asdict(self), "v": CACHE_VERSION}, sort_keys=True)
@@ -72,7 +73,7 @@ class StudyArrays:
 
 def render(spec: SyntheticSpec, progress=None) -> StudyArrays:
     phantom = BoneScanPhantom(shape=(spec.height, spec.width), counts_per_view=spec.counts_per_view,
-                              class_probs=spec.class_probs, seed=spec.seed)
+                              class_probs=spec.class_probs, seed=spec.seed, difficulty=spec.difficulty)
     ant, post, labels, patients, boxes, keys = [], [], [], [], [], []
     for i in range(spec.num_studies):
         study = phantom.study(i)

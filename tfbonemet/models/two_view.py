@@ -20,28 +20,48 @@ def conv_bn_relu(x, filters, kernel_size=3, strides=1, name="conv"):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_scint_backbone(input_shape=(512, 128, 1), filters=(16, 32, 64, 128, 128), convs_per_stage=1,
-                         stem_stride=2, name="scint_backbone"):
+FULL_RESOLUTION_PIXELS = 128 * 128  # inputs up to this size (regional crops) keep every pixel in the stem
+STEM_STRIDES = (1, 2, 4, "auto")
+
+
+def stem_stride_for(stem_stride, input_shape) -> int:
+    """"auto": 1 for regional crops (a metastasis is a few pixels across), 4 for whole-body views.
+
+    Stage 1 then runs on a quarter of a crop's pixels and a sixteenth of a whole-body view's, so
+    a study costs about the same either way and a default fit stays within its CPU budget.
+    """
+    if stem_stride not in STEM_STRIDES:
+        raise ValueError(f"stem_stride must be one of {', '.join(map(str, STEM_STRIDES))}, got {stem_stride!r}")
+    if stem_stride != "auto":
+        return stem_stride
+    return 1 if input_shape[0] * input_shape[1] <= FULL_RESOLUTION_PIXELS else 4
+
+
+def build_scint_backbone(input_shape=(512, 128, 1), filters=(16, 32, 64, 128), convs_per_stage=2,
+                         stem_stride="auto", name="scint_backbone"):
     """Self-defined CNN: a stem, then stages of `convs_per_stage` 3x3 convs + max-pool; outputs the last maps.
 
-    `stem_stride` 2 (a 5x5 strided stem) halves the resolution at once, for whole-body views;
-    1 keeps every pixel for small regional crops, where a metastasis is a few pixels across.
-    Max pooling keeps small hot spots alive through the downsampling, which average pooling
-    would blur into the skeleton's uptake. The last convolution is named `last_conv` for Grad-CAM.
+    Stem: `stem_stride` 1 is a full-resolution stage (convs + pool); 2 a 5x5 strided conv; 4 that
+    conv followed by a pool (see `stem_stride_for`). Two convs per stage, as in the plain nets that
+    learn real chest crops (issue 11: 0.93 ROC AUC against 0.74 with one). Max pooling keeps small
+    hot spots alive through the downsampling, which average pooling would blur into the skeleton's
+    uptake. The last convolution is named `last_conv` for Grad-CAM.
     """
     if len(filters) < 2:
         raise ValueError("the backbone needs at least two filter stages")
-    if convs_per_stage < 1 or stem_stride not in (1, 2):
-        raise ValueError(f"convs_per_stage must be at least 1 and stem_stride 1 or 2, got {convs_per_stage}, "
-                         f"{stem_stride}")
+    if convs_per_stage < 1:
+        raise ValueError(f"convs_per_stage must be at least 1, got {convs_per_stage}")
+    stride = stem_stride_for(stem_stride, input_shape)
     image = keras.Input(shape=input_shape, name="image")
-    if stem_stride == 2:
-        x = conv_bn_relu(image, filters[0], kernel_size=5, strides=2, name="stem")
-    else:  # a full-resolution first stage, pooled like the others
+    if stride == 1:
         x = conv_bn_relu(image, filters[0], name="stem")
         for conv in range(1, convs_per_stage):
             x = conv_bn_relu(x, filters[0], name=f"stem_conv{conv + 1}")
         x = layers.MaxPooling2D(2, name="stem_pool")(x)
+    else:
+        x = conv_bn_relu(image, filters[0], kernel_size=5, strides=2, name="stem")
+        if stride == 4:
+            x = layers.MaxPooling2D(2, name="stem_pool")(x)
     for stage, width in enumerate(filters[1:-1], start=1):
         for conv in range(convs_per_stage):
             x = conv_bn_relu(x, width, name=f"stage{stage}_conv" + (f"{conv + 1}" if convs_per_stage > 1 else ""))
@@ -70,8 +90,8 @@ def classifier_head(x, num_classes, hidden_units=64, dropout=0.2):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
-def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64, 128, 128), convs_per_stage=1,
-                       stem_stride=2, shared_backbone=True, aggregation="concat", pooling="avgmax", hidden_units=64,
+def build_two_view_net(image_size=(512, 128), num_classes=2, filters=(16, 32, 64, 128), convs_per_stage=2,
+                       stem_stride="auto", shared_backbone=True, aggregation="concat", pooling="avgmax", hidden_units=64,
                        dropout=0.2, name="two_view_net"):
     """Inputs `anterior` and `posterior` (H, W, 1, posterior already mirrored); output `probabilities`.
 

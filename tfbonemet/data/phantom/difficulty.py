@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfbonemet.vocab import PHANTOM_DIFFICULTIES
+
 
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
@@ -30,6 +32,7 @@ DIFFICULTIES = {
     "hard": Difficulty("hard", (1.2, 3.0), (1.0, 3.0), (4.0, 12.0), 0.55, 1.5, 0.02, 1.5, 0.6, (10.0, 12.0), 0.2),
 }
 DEFAULT_DIFFICULTY = "realistic"
+assert tuple(DIFFICULTIES) == PHANTOM_DIFFICULTIES, "vocab.PHANTOM_DIFFICULTIES names these for the CLI"
 
 
 def get(name: str) -> Difficulty:

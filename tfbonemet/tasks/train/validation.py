@@ -7,10 +7,11 @@ from pathlib import Path
 
 from tfbonemet.config import FitConfig
 from tfbonemet.errors import ConfigError
-from tfbonemet.vocab import (CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, NORMALISATIONS, PRECISIONS, SAMPLINGS,
-                             STRATEGIES, TASKS, THRESHOLD_RULES)
+from tfbonemet.vocab import (CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, NORMALISATIONS, PHANTOM_DIFFICULTIES,
+                             PRECISIONS, SAMPLINGS, STRATEGIES, TASKS, THRESHOLD_RULES)
 
 MIN_IMAGE_SIDE = 32
+PHANTOM_MIN_HEIGHT = 64  # tfbonemet.data.phantom draws no whole-body view shorter than this
 
 
 def choices() -> dict[str, tuple[str, ...]]:
@@ -18,7 +19,8 @@ def choices() -> dict[str, tuple[str, ...]]:
 
     return {"task": tuple(TASKS), "precision": PRECISIONS, "jit": JIT_MODES, "strategy": STRATEGIES,
             "loss": LOSSES, "sampling": SAMPLINGS, "lr_schedule": LR_SCHEDULES, "model": tuple(sorted(MODELS)),
-            "normalisation": NORMALISATIONS, "crop": CROP_NAMES, "threshold_rule": THRESHOLD_RULES}
+            "normalisation": NORMALISATIONS, "crop": CROP_NAMES, "threshold_rule": THRESHOLD_RULES,
+            "phantom_difficulty": PHANTOM_DIFFICULTIES}
 
 
 def check_types(config: FitConfig, where: str) -> None:
@@ -51,6 +53,10 @@ def validate(config: FitConfig, where: str = "configuration") -> None:
         value = getattr(config, name)
         if value is not None and not MIN_IMAGE_SIDE <= value <= 4096:
             raise ConfigError(f"{name} must be between {MIN_IMAGE_SIDE} and 4096 pixels, got {value}")
+    if config.data == "phantom" and config.image_height is not None and config.image_height < PHANTOM_MIN_HEIGHT:
+        raise ConfigError(f"image size {config.image_height}x{config.image_width}: the built-in phantom draws "
+                          f"whole-body views at least {PHANTOM_MIN_HEIGHT} pixels high; use --image-size "
+                          f"{PHANTOM_MIN_HEIGHT} {config.image_width} or more, or your own data")
     for name in ("learning_rate", "finetune_lr_factor", "focal_gamma"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
