@@ -157,12 +157,85 @@ def test_single_view_round_trip_on_pydicom_nm_scans(single_view, single_view_run
         np.testing.assert_allclose(got, reference, atol=export_lib.TOLERANCES["float16"][0], err_msg=model)
 
 
+def test_model_card_fields(two_view):
+    meta = json.loads((two_view / "metadata.json").read_text())
+    assert meta["version"] == "1.0.0" and meta["changelog"] == {"1.0.0": "first export of run tiny"}
+    assert set(meta["framework_versions"]) >= {"tensorflow", "keras", "tfbonemet"}
+    assert meta["license"] == "Apache-2.0" and meta["authors"] and meta["copyright"].startswith("Copyright")
+    assert any("Guo et al. 2023" in r for r in meta["references"]) and len(meta["references"]) == 5
+    assert "phantom" in meta["training_data"]["source"] and "ground truth" in meta["training_data"]["labels"]
+    assert meta["out_of_scope_use"] and meta["intended_use"] and meta["limitations"]
+    assert meta["operating_point"]["threshold"] == meta["threshold"]
+    # the tiny run was never evaluated: the card says so rather than passing validation figures off as test ones
+    assert "No test evaluation" in meta["metrics"]["statement"] and "test" not in meta["metrics"]
+    assert "optimistic" in meta["metrics"]["validation"]["note"]
+    card = (two_view / "MODEL_CARD.md").read_text()
+    for heading in ("## Intended use", "## Out-of-scope use", "## Training data", "## Metrics", "## Limitations",
+                    "## How to load", "## Framework versions", "## References", "## Changelog"):
+        assert heading in card, heading
+    assert "**No test evaluation" in card and "tfbonemet.load_model" in card
+    assert "weak check" in card  # 6 validation studies: the parity gate says what it could not check
+
+
+def test_tflite_files_carry_their_preprocessing(two_view):
+    meta = json.loads((two_view / "metadata.json").read_text())
+    for variant in export_lib.TFLITE_VARIANTS:
+        embedded = export_lib.read_metadata(two_view / "tflite" / f"{variant}.tflite")
+        assert embedded["preprocessing"] == meta["preprocessing"] and embedded["classes"] == meta["classes"]
+        assert embedded["threshold"] == meta["threshold"] and set(embedded["inputs"]) == {"anterior", "posterior"}
+
+
+def test_integrity_recorded_and_verified(two_view, tmp_path):
+    import shutil
+
+    meta = json.loads((two_view / "metadata.json").read_text())
+    files = meta["integrity"]["files"]
+    assert meta["integrity"]["algorithm"] == "sha256" and "saved_model.pb" in files
+    assert "tflite/int8.tflite" in files and "MODEL_CARD.md" in files and "metadata.json" not in files
+    assert export_lib.verify(two_view) == sorted(files)
+    assert export_lib.verify(two_view / "tflite" / "float16.tflite") == ["tflite/float16.tflite"]
+    copy = shutil.copytree(two_view, tmp_path / "1")
+    damaged = copy / "tflite" / "float32.tflite"
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelError, match="float32.tflite: sha256 differs"):
+        export_lib.verify(copy)
+    (copy / "tflite" / "int8.tflite").unlink()
+    with pytest.raises(ModelError, match="int8.tflite: missing"):
+        export_lib.verify(copy / "tflite" / "int8.tflite")
+
+
+def test_release_versions_follow_what_changed():
+    from tfbonemet.tasks.export.model_card import release_version
+
+    card = {"network_data_format": {"inputs": 1}, "preprocessing": {}, "classes": ["a", "b"], "task": "binary",
+            "model_sha256": "aa", "source_run": "r1"}
+    first = dict(card, version="1.0.0", changelog={"1.0.0": "first"})
+    assert release_version(card, first, None) == ("1.0.1", {"1.0.1": "same weights, exported again", "1.0.0": "first"})
+    assert release_version(dict(card, model_sha256="bb"), first, "retrained")[0] == "1.1.0"
+    assert release_version(dict(card, classes=["a", "b", "c"]), first, None)[0] == "2.0.0"
+
+
+def test_plain_keras_load_names_the_class_and_tfbonemet_loads_it(tiny_run_dir):
+    import subprocess
+    import sys
+
+    code = ("import keras\ntry:\n    keras.models.load_model({path!r})\nexcept Exception as e:\n    print(e)\n"
+            "import tfbonemet\nprint(tfbonemet.load_model({path!r}).name)").format(path=str(tiny_run_dir / "model.keras"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
+    assert "ViewAggregation" in out and "tfbonemet.models.layers" in out
+    assert out.strip().splitlines()[-1] == "two_view_net"
+
+
 def test_model_card_reads_evaluation_metrics_with_cis(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"auc": 0.9, "accuracy": 0.8, "n": 40}))
     (tmp_path / "eval-test").mkdir()
     (tmp_path / "eval-test" / "metrics.json").write_text(json.dumps({
-        "split": "test", "n_studies": 48,
-        "thresholds": {"default": {"figures": {"auc": {"value": 0.91, "ci95": [0.85, 0.96]}}}}}))
-    metrics = export_lib.run_metrics(tmp_path)
-    assert metrics["test (evaluation)"]["auc"]["ci95"] == [0.85, 0.96]
-    assert export_lib.figure_text(metrics["test (evaluation)"]["auc"]) == "0.910 (95% CI 0.850–0.960)"
+        "split": "test", "n_studies": 48, "n_patients": 48, "model_sha256": "abc",
+        "thresholds": {"operating_point": {"threshold": 0.4,
+                                           "figures": {"auc": {"value": 0.91, "ci95": [0.85, 0.96]}}}}}))
+    metrics = export_lib.run_metrics(tmp_path, "abc")
+    assert metrics["test"]["figures"]["auc"]["ci95"] == [0.85, 0.96] and "statement" not in metrics
+    assert export_lib.figure_text(metrics["test"]["figures"]["auc"]) == "0.910 (95% CI 0.850–0.960)"
+    stale = export_lib.run_metrics(tmp_path, "another model file")
+    assert "test" not in stale and "No test evaluation" in stale["statement"]
+    assert stale["validation"]["figures"]["auc"] == 0.9

@@ -87,8 +87,10 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
     run = Run.load(path, data_options)
     predictions = predict_split(run, split, log=log)
     y, probabilities, groups = predictions.labels, predictions.probabilities, predictions.patients
+    from tfbonemet.tasks.export.integrity import digest
+
     results = {"split": split, "task": run.config.task, "classes": list(run.classes), "model": run.model.name,
-               "data": run.config.data,
+               "model_sha256": digest(run.model_path), "data": run.config.data,
                "n_studies": int(len(y)), "n_patients": int(len(np.unique(groups))),
                "class_counts": np.bincount(y, minlength=len(run.classes)).tolist(),
                "bootstrap": {"resamples": n_bootstrap, "unit": "patient", "level": 0.95},
