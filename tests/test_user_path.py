@@ -6,6 +6,8 @@ the default model clearly beat chance.
 """
 import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,13 +23,18 @@ def run(*args):
 
 
 def listed_labels(folder):
-    """BS-80K label lists: file stem -> 1 if either view's list says metastasis."""
+    """BS-80K label lists: study key -> 1 if either view's list says metastasis.
+
+    `predict` keys a study by its file stem, prefixed by the region when a folder holds several.
+    """
+    regions = sorted(p.name[:-3] for p in folder.glob("*ANT"))
     labels = {}
-    for view in ("ANT", "POST"):
-        for line in (folder / f"chestR{view}" / f"chestR{view}.txt").read_text().splitlines():
-            name, label = line.split()
-            stem = name.rsplit(".", 1)[0]
-            labels[stem] = max(labels.get(stem, 0), int(label))
+    for region in regions:
+        for view in ("ANT", "POST"):
+            for line in (folder / f"{region}{view}" / f"{region}{view}.txt").read_text().splitlines():
+                name, label = line.split()
+                key = name.rsplit(".", 1)[0] if len(regions) == 1 else f"{region}-{name.rsplit('.', 1)[0]}"
+                labels[key] = max(labels.get(key, 0), int(label))
     return labels
 
 
@@ -40,8 +47,13 @@ def bs80k_run(tmp_path_factory):
     run("data", "phantom", held_out, "--layout", "bs80k", "--num-studies", 10, "--size", 512, 128, "--seed", 2,
         "--difficulty", "easy")
     run("data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", train, "--data-dir", tfds_dir)
-    output = run("fit", "--data", "tfds:bone_scintigraphy/binary", "--data-dir", tfds_dir, "--epochs", 2,
-                 "--batch-size", 8, "--output-dir", root / "runs", "--run-name", "crops")
+    here = os.getcwd()
+    os.chdir(root)  # a relative --data-dir, as users type it; later commands run from elsewhere
+    try:
+        output = run("fit", "--data", "tfds:bone_scintigraphy/binary", "--data-dir", "tfds", "--epochs", 2,
+                     "--batch-size", 8, "--output-dir", root / "runs", "--run-name", "crops")
+    finally:
+        os.chdir(here)
     return root, root / "runs" / "crops", held_out, output
 
 
@@ -51,6 +63,8 @@ def test_fit_reads_crops_at_their_own_size(bs80k_run):
     # 512x128 whole-body phantoms give 85x34 crops: read as they are (multiples of 8), not upsampled
     assert (config["image_height"], config["image_width"]) == (80, 32)
     assert "Input size 80x32 per view, from the data's typical study size 85x34" in output
+    # the run finds its data from any working directory, and keeps no source folder (a patient's name?)
+    assert Path(config["data_dir"]).is_absolute() and "manual_dir" not in config
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 < metrics["operating_point"]["threshold"] < 1.0
 

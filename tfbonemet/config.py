@@ -55,7 +55,11 @@ class FitConfig:
     run_name: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """config.json: everything but `manual_dir`, a source folder that may be named after a patient
+        (once built, the dataset is found in `data_dir`, which the CLI records as an absolute path)."""
+        values = dataclasses.asdict(self)
+        values.pop("manual_dir")
+        return json.dumps(values, indent=2, sort_keys=True)
 
 
 FIELDS = {f.name for f in dataclasses.fields(FitConfig)}

@@ -1,6 +1,8 @@
 """`tfbonemet fit`: train a classifier and write a run directory (options shared with `tfbonemet cv`)."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from tfbonemet.models.registry import MODELS
@@ -111,6 +113,9 @@ def resolve_options(options: dict):
     config_file = options.pop("config_file", None)
     if image_size:
         options.update(image_height=image_size[0], image_width=image_size[1])
+    for key in ("data_dir", "init_backbone"):  # a run evaluates from any working directory
+        if options.get(key):
+            options[key] = os.path.abspath(options[key])
     if aggregation:
         options["model_options"] = {**(options.get("model_options") or {}), "aggregation": aggregation}
     file_values = config_lib.load_config_file(config_file) if config_file else {}
