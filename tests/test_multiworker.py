@@ -81,6 +81,32 @@ def history(run_dir) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def test_worker_shards_split_the_studies_and_draw_their_own_augmentation():
+    """Shard i of n holds studies i, i+n, ...: together every study once; batch k of shard i is
+    augmented as the stream's batch k * n + i, so the shards never share a transform."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfbonemet.data.pipeline import BatchConfig, batch_pipeline
+
+    identity = lambda features: features  # noqa: E731
+    ds = tf.data.Dataset.from_tensor_slices(({"x": np.arange(10, dtype=np.float32)[:, None]}, np.arange(10)))
+    seen = []
+    for index in range(2):
+        config = BatchConfig(batch_size=2, num_shards=2, shard_index=index)
+        batches = list(batch_pipeline(ds, identity, config, training=True, seed=1, labels=np.arange(10),
+                                      augment=lambda f, seed: {"x": f["x"] + 100.0 * tf.cast(seed[1], tf.float32)})
+                       .as_numpy_iterator())
+        labels = np.concatenate([y for _, y in batches])
+        assert sorted(labels) == list(range(index, 10, 2))
+        offsets = [int((x["x"][:, 0] - y)[0]) // 100 for x, y in batches]
+        assert offsets == [k * 2 + index for k in range(len(batches))]
+        options = batch_pipeline(ds, identity, config, training=False).options()
+        assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+        seen += list(labels)
+    assert sorted(seen) == list(range(10))
+
+
 def test_two_workers_train_one_run_directory(tmp_path):
     out = tmp_path / "runs"
     cluster = Cluster({**TINY, "epochs": 2, "output_dir": str(out)}, tmp_path)
