@@ -25,6 +25,7 @@ from pydicom.data import get_testdata_file
 from tfbonemet.cli import cli
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
+from tfbonemet.tasks.export.integrity import record
 
 CT, MR, LOSSY = (get_testdata_file(name) for name in ("CT_small.dcm", "MR_small.dcm", "JPEG-lossy.dcm"))
 DUMMY = Path(__file__).parents[1] / "tfds_builders" / "bone_scintigraphy" / "dummy_data"
@@ -136,14 +137,20 @@ def run_case(cases: dict, name: str, ctx: dict, prefix: list):
 
 # ---------------------------------------------------------------- predict
 
-def _broken_savedmodel(c):
-    broken = c["tmp"] / "broken-savedmodel"
-    broken.mkdir(exist_ok=True)
-    (broken / "saved_model.pb").write_bytes(b"garbage")
-    (broken / "metadata.json").write_text(json.dumps({
-        "preprocessing": json.loads((c["run"] / "preprocessor.json").read_text()),
-        "classes": ["no_metastasis", "metastasis"]}))
-    return broken
+def _savedmodel(c, name: str, tamper: bool = False, record_digests: bool = True) -> Path:
+    """A SavedModel folder holding garbage, with metadata.json recording (or not) its digests; `tamper`
+    changes saved_model.pb after they were recorded."""
+    folder = c["tmp"] / name
+    folder.mkdir(exist_ok=True)
+    (folder / "saved_model.pb").write_bytes(b"garbage")
+    metadata = {"preprocessing": json.loads((c["run"] / "preprocessor.json").read_text()),
+                "classes": ["no_metastasis", "metastasis"]}
+    if record_digests:
+        metadata["integrity"] = record(folder)
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    if tamper:
+        (folder / "saved_model.pb").write_bytes(b"garbage, changed after export")
+    return folder
 
 
 def _report(c):
@@ -166,7 +173,11 @@ PREDICT = {
     "random-bytes .keras": lambda c: ([c["random_keras"], CT], ["random.keras", "not a keras model file"]),
     "truncated .keras": lambda c: ([c["truncated_keras"], CT], ["truncated.keras", "not a keras model file"]),
     "garbage .tflite alone": lambda c: ([c["random_tflite"], CT], ["random.tflite", "not a tflite model"]),
-    "broken SavedModel": lambda c: ([_broken_savedmodel(c), CT], ["broken-savedmodel", "cannot load savedmodel"]),
+    "broken SavedModel": lambda c: ([_savedmodel(c, "broken-savedmodel"), CT], ["broken-savedmodel",
+                                                                                 "cannot load savedmodel"]),
+    "tampered SavedModel": lambda c: ([_savedmodel(c, "tampered", tamper=True), CT], ["saved_model.pb", "differs"]),
+    "SavedModel without digests": lambda c: ([_savedmodel(c, "unrecorded", record_digests=False), CT],
+                                             ["metadata.json", "no file digests"]),
     "model of an unknown kind": lambda c: ([c["a_file"], CT], ["plain-file", "not a model"]),
     "CT image": lambda c: ([c["run"], CT], ["CT_small.dcm", "modality CT"]),
     "MR image": lambda c: ([c["run"], MR], ["MR_small.dcm", "modality MR"]),
@@ -379,6 +390,7 @@ FIT = {
     "unknown model option": lambda c: (["--model-option", "bogus=1"], ["bogus"]),
     "model option not KEY=VALUE": lambda c: (["--model-option", "bogus"], ["bogus", "KEY=VALUE"]),
     "image size below 32": lambda c: (["--image-size", "16", "16"], ["--image-size", "16"]),
+    "32x32 image size on the phantom": lambda c: (["--image-size", "32", "32"], ["32x32", "phantom"]),
     "output dir unwritable": lambda c: (["--output-dir", c["unwritable"] / "runs"], ["runs", "cannot write"]),
     "output dir is a file": lambda c: (["--output-dir", c["a_file"]], ["plain-file", "not a folder"]),
     "head epochs leave no fine-tuning": lambda c: (["--init-backbone", c["random_keras"], "--head-epochs", "5"],

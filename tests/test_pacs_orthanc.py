@@ -4,18 +4,21 @@ STOW-RS, and the results come back out of Orthanc filed under the same patient a
 dicom3tools' validators."""
 from __future__ import annotations
 
+import csv
 import io
 
 import pydicom
 import pytest
+from click.testing import CliRunner
 
 from dicom_tools import assert_conformant
 from orthanc_server import OrthancServer
-from tfbonemet.io.pseudonym import study_key_for_uid
+from tfbonemet.cli import cli
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import study_uid, write_study
 from tfbonemet.errors import DataError
 from tfbonemet.io import dicomweb
+from tfbonemet.io.pseudonym import study_key_for_uid
 from tfbonemet.tasks.pacs import round_trip, run_pacs
 
 
@@ -85,6 +88,25 @@ def test_deidentified_round_trip_makes_a_pseudonymous_study(orthanc, uploaded, t
     assert report.Modality == "SR" and report.PatientIdentityRemoved == "YES"
     assert report.PatientID != source.PatientID and report.StudyInstanceUID != uid
     assert str(source.PatientName) != str(report.PatientName) and report.PatientBirthDate == ""
+
+
+def test_predict_command_over_dicomweb(orthanc, uploaded, tiny_run_dir, tmp_path):
+    """`tfbonemet predict RUN --dicomweb URL --study UID`: one row per study, an SR stored back into each."""
+    uids = sorted(uploaded)
+    reports = {uid: sum(ds.Modality == "SR" for ds in _study_files(orthanc, uid)) for uid in uids}
+    args = ["predict", str(tiny_run_dir), "--dicomweb", orthanc.dicomweb, "-o", str(tmp_path / "p.csv")]
+    result = CliRunner().invoke(cli, args + [a for uid in uids for a in ("--study", uid)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
+    assert sorted(r["study"] for r in rows) == sorted(study_key_for_uid(uid) for uid in uids)
+    assert all(uid not in result.output for uid in uids)
+    for uid in uids:
+        assert sum(ds.Modality == "SR" for ds in _study_files(orthanc, uid)) == reports[uid] + 1
+
+
+def test_predict_command_needs_a_source(tiny_run_dir):
+    result = CliRunner().invoke(cli, ["predict", str(tiny_run_dir)])
+    assert result.exit_code == 2 and "give PATHS to predict on, or a PACS with --dicomweb URL" in result.output
 
 
 def test_unknown_study_is_one_clear_error(orthanc, uploaded, tiny_run_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pydicom.data
@@ -15,6 +16,7 @@ from tfbonemet.cli import cli
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
 from tfbonemet.errors import DataError, ModelError
+from tfbonemet.tasks.export.integrity import record
 from tfbonemet.tasks.predict import discover, iter_predictions, load_runner
 
 JPEG2000 = pydicom.data.get_testdata_file("JPEG2000.dcm")
@@ -90,7 +92,7 @@ def test_bad_models_one_line(phantom_dicom, tmp_path):
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"garbage")
     (tmp_path / "broken" / "metadata.json").write_text(json.dumps({"preprocessing": {
         "views": "two_view", "image_size": [8, 8], "normalisation": "sqrt", "percentile": 99.5},
-        "classes": ["a", "b"], "threshold": 0.5}))
+        "classes": ["a", "b"], "threshold": 0.5, "integrity": record(tmp_path / "broken")}))
     assert "cannot load SavedModel" in one_line_error([tmp_path / "broken", phantom_dicom])
     (tmp_path / "m.tflite").write_bytes(b"garbage")
     (tmp_path / "metadata.json").write_text((tmp_path / "broken" / "metadata.json").read_text())
@@ -126,3 +128,40 @@ def test_explain_needs_keras(tmp_path):
         info = None
     with pytest.raises(ModelError, match="needs the Keras model"):
         next(iter_predictions(Lite(), [], explain_dir=tmp_path))
+
+
+def test_same_stem_in_two_folders_gives_two_keys(runner, tmp_path):
+    study = BoneScanPhantom(shape=(128, 32), seed=6).study(0)
+    for folder in ("site-a", "site-b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(study.anterior).save(tmp_path / folder / "case1_ant.png")
+        Image.fromarray(study.posterior).save(tmp_path / folder / "case1_post.png")
+    rows = list(iter_predictions(runner, discover([tmp_path / "site-a", tmp_path / "site-b"])))
+    assert sorted(r["study"] for r in rows) == ["site-a/case1", "site-b/case1"]
+
+
+def test_grey_saved_as_rgb_predicts_as_grey(runner, tmp_path):
+    study = BoneScanPhantom(shape=(128, 32), seed=7).study(0)
+    grey = {view: (getattr(study, view) // 64).clip(0, 255).astype(np.uint8) for view in ("anterior", "posterior")}
+    for folder, mode in (("grey", "L"), ("rgb", "RGB")):
+        (tmp_path / folder).mkdir()
+        for view, short in (("anterior", "ant"), ("posterior", "post")):
+            Image.fromarray(grey[view]).convert(mode).save(tmp_path / folder / f"s_{short}.png")
+    [as_grey] = iter_predictions(runner, discover([tmp_path / "grey"]))
+    [as_rgb] = iter_predictions(runner, discover([tmp_path / "rgb"]))
+    assert as_rgb["p_metastasis"] == as_grey["p_metastasis"]
+
+
+def test_undecodable_file_name_is_written_to_the_output(tiny_run_dir, tmp_path):
+    study = BoneScanPhantom(shape=(128, 32), seed=8).study(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    stem = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    Image.fromarray(study.anterior).save(folder / f"{stem}_ant.png")
+    Image.fromarray(study.posterior).save(folder / f"{stem}_post.png")
+    out = tmp_path / "new" / "sub" / "p.csv"  # parents created
+    result = CliRunner().invoke(cli, ["predict", str(tiny_run_dir), str(folder), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    [row] = csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")))
+    assert row["study"] == "caf\\xe9"
+    assert oct(out.stat().st_mode & 0o777) == "0o644"

@@ -3,7 +3,8 @@
 Every runner sees the run's own ScanPreprocessor: the Keras and TFLite runners apply it here, a
 SavedModel carries it inside its `serving_default` signature; all label with the stored threshold.
 A file is checked to be the kind its name says before a framework loads it, so a damaged or foreign
-file is named as such rather than reported in the framework's words.
+file is named as such rather than reported in the framework's words; an export is checked against the
+digests recorded in its metadata.json before it is loaded.
 """
 from __future__ import annotations
 
@@ -121,7 +122,6 @@ class TFLiteRunner:
     def __init__(self, path: Path, info: ModelInfo | None = None, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        _check_tflite(path)
         self.info = info or _read_info(_tflite_metadata(path))
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
@@ -194,6 +194,14 @@ def _check_keras(path: Path) -> None:
                          f"damaged, truncated or another kind of file")
 
 
+def _verify_export(path: Path) -> None:
+    """An export's files against the digests recorded at export: a changed or tampered file is refused
+    before TensorFlow runs any of its graph (docs/security.md)."""
+    from tfbonemet.tasks.export.integrity import verify
+
+    verify(path)
+
+
 def _tflite_metadata(path: Path) -> Path:
     """metadata.json of the export a .tflite belongs to: beside it, or in the version folder above."""
     for folder in (path.parent, path.parent.parent):
@@ -211,7 +219,9 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
         versions = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
                           key=lambda p: int(p.name))
         if (path / "saved_model.pb").is_file() or versions:
-            return SavedModelRunner(path if (path / "saved_model.pb").is_file() else versions[-1])
+            version = path if (path / "saved_model.pb").is_file() else versions[-1]
+            _verify_export(version)
+            return SavedModelRunner(version)
         if (path / "model.keras").is_file() or (path / "config.json").is_file():
             if (path / "model.keras").is_file():
                 _check_keras(path / "model.keras")
@@ -223,6 +233,8 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
         in_run = path.name == "model.keras" and (path.parent / "config.json").is_file()
         return KerasRunner(path.parent if in_run else path)
     if path.suffix == ".tflite":
+        _check_tflite(path)
+        _verify_export(path)
         return TFLiteRunner(path)
     raise ModelError(f"{path}: not a model; expected a run directory, .keras, SavedModel folder or .tflite")
 
