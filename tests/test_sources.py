@@ -218,3 +218,33 @@ def test_report_filed_in_a_study_stops_or_is_skipped(dicom_dir):
     assert all(record.load()["anterior"].shape == (64, 16) for record in lenient)
     assert [str(p) for p in problems] == [f"{dicom_dir / 'report.dcm'}: is not an image (SOP class "
                                           f"1.2.840.10008.5.1.4.1.1.88.11, modality SR)"]
+
+
+def test_pseudonyms_are_keyed_hashes_and_a_missing_secret_is_loud(monkeypatch, capsys):
+    import hashlib
+    import hmac
+
+    from tfbonemet.io import pseudonym
+
+    assert pseudonym.salted_patient_hash("MRN-1", "site") == hmac.new(b"site", b"MRN-1", hashlib.sha256).hexdigest()[:16]
+    assert pseudonym.salted_patient_hash("MRN-1", "site") != pseudonym.salted_patient_hash("MRN-1", "other")
+    for name in ("TFBONEMET_SECRET", "TFBONEMET_SECRET_FILE", "TFBONEMET_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pseudonym, "_warned", False)
+    assert pseudonym.site_secret() == pseudonym.PUBLIC_SECRET
+    assert "no site secret set" in capsys.readouterr().err
+    monkeypatch.setenv("TFBONEMET_SALT", "old-name")  # the deprecated name still works
+    assert pseudonym.site_secret() == "old-name"
+
+
+def test_real_data_need_a_secret_phantom_data_do_not(copy_of, dicom_dir, monkeypatch):
+    for name in ("TFBONEMET_SECRET", "TFBONEMET_SECRET_FILE", "TFBONEMET_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    root = copy_of("manifest")
+    (root / ".tfbonemet-phantom").unlink()  # as if real
+    with pytest.raises(DataError, match="no site secret set"):
+        sources.read_source(root)
+    assert sources.read_source(root, allow_public_secret=True)
+    assert sources.read_source(dicom_dir)  # phantom DICOM, known by its Manufacturer
+    monkeypatch.setenv("TFBONEMET_SECRET", "site")
+    assert sources.read_source(root)

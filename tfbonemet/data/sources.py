@@ -38,7 +38,7 @@ BS80K_LABELS = {"0": NO_METASTASIS, "1": "metastasis"}
 
 @dataclasses.dataclass(frozen=True)
 class StudyRecord:
-    """One labelled study, identified only by salted hashes; `load()` reads its pixels."""
+    """One labelled study, identified only by keyed pseudonyms; `load()` reads its pixels."""
 
     study_hash: str
     patient_hash: str
