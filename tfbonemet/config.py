@@ -40,7 +40,7 @@ class FitConfig:
     # validation AUC from 0.91 to 0.99 (seed 1, 20 epochs) at no measurable cost per epoch
     augmentation: dict = dataclasses.field(default_factory=lambda: {"flip_left_right": True, "translation": 0.03})
     lr_schedule: str = "cosine"  # cosine (decays to 0 over the epochs) | constant
-    early_stopping: int = 0  # patience in epochs on validation AUC; 0 = off
+    early_stopping: int = 8  # patience in epochs on validation AUC (0 = off): stops a run that has stalled
     threshold_rule: str = "max_f1"  # metrics.THRESHOLD_RULES: how the stored decision threshold is chosen
     target_sensitivity: float = 0.9  # with threshold_rule "sensitivity"
     init_backbone: str | None = None  # pretrained backbone weights (`tfbonemet pretrain`) to fine-tune from

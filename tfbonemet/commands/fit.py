@@ -64,7 +64,7 @@ TRAINING_OPTIONS = [
     click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
                  help="cosine (default): decay to 0 over the epochs; or constant."),
     click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
-                 help="Stop after PATIENCE epochs without a better validation AUC (default 0: off)."),
+                 help="Stop after PATIENCE epochs without a better validation AUC (default 8; 0: off)."),
     click.option("--augment/--no-augment", default=None,
                  help="--augment: the seeds' full set (rotation, shift, zoom, left-right flip of both views, "
                       "intensity and counting-noise jitter); --no-augment: none. Default: left-right flip of both "
