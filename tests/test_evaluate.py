@@ -1,6 +1,7 @@
 """`tfbonemet evaluate` on a real run directory and on bare .keras models: files, figures, intervals."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -29,11 +30,13 @@ def test_writes_report_and_figures(evaluated):
     assert "report.md" in output
 
 
-def test_binary_figures_and_intervals(evaluated):
+def test_binary_figures_and_intervals(evaluated, tiny_run_dir):
     _, results, _ = evaluated
     assert results["task"] == "binary" and results["split"] == "test"
     default, op = results["thresholds"]["default"], results["thresholds"]["operating_point"]
-    assert default["threshold"] == 0.5 and op["method"] == "Youden J" and op["chosen_on"] == "validation"
+    stored = json.loads((tiny_run_dir / "metrics.json").read_text())["operating_point"]
+    assert default["threshold"] == 0.5 and op["chosen_on"] == "validation"
+    assert (op["method"], op["threshold"]) == (stored["rule"], stored["threshold"])
     for point in (default, op):
         for name in ("accuracy", "precision", "recall", "specificity", "f1", "auc", "pr_auc"):
             entry = point["figures"][name]
@@ -75,3 +78,79 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     for target, words in ((tmp_path / "empty", "model.keras is missing"), (tmp_path / "junk.keras", "cannot load")):
         result = CliRunner().invoke(cli, ["evaluate", str(target)])
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def binary_results():
+    import numpy as np
+
+    from tfbonemet import metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p = np.clip(0.3 * y + 0.7 * rng.random(60), 0, 1)
+    probabilities = np.stack([1 - p, p], 1)
+    results = {"classes": ["no_metastasis", "metastasis"], "calibration": metrics.calibration(y, probabilities),
+               "bootstrap": {"resamples": 50},
+               "thresholds": {"default": {"threshold": 0.5, "confusion_matrix": [[20, 5], [3, 32]]},
+                              "operating_point": {"threshold": 0.41, "method": "max_f1", "chosen_on": "validation",
+                                                  "confusion_matrix": [[18, 7], [1, 34]]}}}
+    return y, probabilities, results
+
+
+def _legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_roc_band_n_and_both_operating_points(binary_results):
+    from tfbonemet.tasks.evaluate import plots
+
+    y, probabilities, results = binary_results
+    fig = plots.roc_figure(y, probabilities, results["classes"], groups=range(len(y)),
+                           thresholds=plots.operating_points(results), n_resamples=50)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == plots.FPR_LABEL and ax.get_ylabel() == plots.TPR_LABEL
+    assert f"n = {len(y)} studies, {int(y.sum())} positive" in ax.get_title()
+    legend = _legend(ax)
+    assert "threshold 0.5" in legend and any(t.startswith("stored threshold 0.410 (max_f1") for t in legend)
+    assert any("95% band" in t for t in legend) and ax.collections  # the band is drawn
+    markers = [line for line in ax.lines if line.get_marker() in plots.MARKERS]
+    assert len(markers) == 2
+
+
+def test_pr_prevalence_baseline(binary_results):
+    from tfbonemet.tasks.evaluate import plots
+
+    y, probabilities, results = binary_results
+    ax = plots.pr_figure(y, probabilities, results["classes"], plots.operating_points(results)).axes[0]
+    assert ax.get_xlabel() == "recall (sensitivity)" and ax.get_ylabel().startswith("precision")
+    baseline = [line for line in ax.lines if line.get_linestyle() == ":"]
+    assert len(baseline) == 1 and np.allclose(baseline[0].get_ydata(), y.mean())
+    assert any(t.startswith(f"prevalence {y.mean():.2f}") for t in _legend(ax))
+
+
+def test_reliability_shows_per_bin_counts_and_histogram(binary_results):
+    from tfbonemet.tasks.evaluate import plots
+
+    _, _, results = binary_results
+    calibration = results["calibration"]
+    fig = plots.reliability_figure(calibration, binary=True)
+    diagram, histogram = fig.axes
+    counts = [n for n in calibration["bin_counts"] if n]
+    assert [t.get_text() for t in diagram.texts] == [f"n={n}" for n in counts]
+    assert [round(p.get_height()) for p in histogram.patches] == calibration["bin_counts"]
+    assert histogram.get_xlabel() == "predicted probability of metastasis" and histogram.get_ylabel() == "studies"
+
+
+def test_confusion_matrices_at_both_thresholds_with_readable_names(binary_results, tmp_path):
+    from tfbonemet.tasks.evaluate import plots
+
+    y, probabilities, results = binary_results
+    written = plots.write_plots(tmp_path, results, y, probabilities)
+    assert [p.name for p in written] == list(plots.PLOT_FILES)
+    fig = plots.confusion_figure({"threshold 0.5": [[20, 5], [3, 32]], "stored threshold 0.410": [[18, 7], [1, 34]]},
+                                 results["classes"])
+    left, right = fig.axes[:2]
+    assert (left.get_title(), right.get_title()) == ("threshold 0.5", "stored threshold 0.410")
+    assert [t.get_text() for t in left.get_yticklabels()] == ["no metastasis", "metastasis"]
+    assert left.get_xlabel() == "predicted label" and "20\n(80%)" in [t.get_text() for t in left.texts]
