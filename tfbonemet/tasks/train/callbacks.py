@@ -32,9 +32,13 @@ class ValidationAUC(keras.callbacks.Callback):
         self.labels = np.asarray(labels)
         self.loss = loss
         self.diverged_at = None
+        self.forward = None
+
+    def on_train_begin(self, logs=None):
+        self.forward = distribute.local_forward(self.model)  # traced once, not once per epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        probabilities = distribute.predict(self.model, self.dataset)
+        probabilities = distribute.predict(self.model, self.dataset, self.forward)
         logs = logs if logs is not None else {}
         strategy = self.model.distribute_strategy
         if distribute.agree(strategy, float(not np.all(np.isfinite(probabilities)))) > 0:

@@ -78,15 +78,22 @@ def distribute_input(strategy: tf.distribute.Strategy,
                              strategy.num_replicas_in_sync // context.num_input_pipelines))
 
 
-def predict(model, dataset: tf.data.Dataset) -> np.ndarray:
-    """The model's outputs over `dataset`, computed by this process alone.
+def local_forward(model):
+    """The model's inference pass as one tf.function, outside any strategy (traced once per batch shape)."""
+    return tf.function(lambda x: model(x, training=False), jit_compile=bool(model.jit_compile),
+                       reduce_retracing=True)
+
+
+def predict(model, dataset: tf.data.Dataset, forward=None) -> np.ndarray:
+    """The model's outputs over `dataset`, computed by this process alone (`forward`: a cached
+    `local_forward(model)`).
 
     Under MultiWorkerMirroredStrategy Keras' `predict` is a collective over data sharded between
     the workers; the validation AUC and the chief's final metrics need the whole split in order.
     """
     if not is_multi_worker(model.distribute_strategy):
         return model.predict(dataset, verbose=0)
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=bool(model.jit_compile))
+    forward = forward or local_forward(model)
     return np.concatenate([np.asarray(forward(x), np.float32) for x, *_ in dataset])
 
 
