@@ -78,3 +78,10 @@ def test_training_curves_png(tmp_path):
     assert "best epoch 2 (kept)" in [t.get_text() for t in auc_ax.get_legend().get_texts()]
     path = tensorboard.write_training_curves(tmp_path)
     assert path.name == "training_curves.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_writes_curves_and_validation_summaries(tiny_run_dir):
+    """`fit` itself wires the summaries in: a real run has the curves figure and per-epoch PR curves."""
+    assert (tiny_run_dir / "training_curves.png").stat().st_size > 0
+    accumulator = _tags(tiny_run_dir / "logs" / "validation")
+    assert "pr_curves/metastasis" in accumulator.Tags()["tensors"]

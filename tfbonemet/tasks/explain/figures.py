@@ -52,13 +52,16 @@ def mirrored(boxes, width: int) -> list:
     return [(y0, width - x1, y1, width - x0) for y0, x0, y1, x1 in boxes]
 
 
-def title(explanation, method: str) -> str:
+def title(explanation, method: str, width: int = 200) -> str:
+    """Study and method, then the true and predicted label, probability and threshold, wrapped to `width` chars."""
+    import textwrap
+
     e = explanation
     facts = [f"true: {e.true_label}" if e.true_label else "true: unknown",
              f"predicted: {e.predicted}" if e.predicted else None,
              f"P({e.class_name}) = {e.probability:.3f}",
              f"threshold {e.threshold:.3f}" if e.threshold is not None else None]
-    return f"{e.name} · {method}\n" + " · ".join(f for f in facts if f)
+    return f"{e.name} · {method}\n" + textwrap.fill(" · ".join(f for f in facts if f), width)
 
 
 def figure(explanation, method: str):
@@ -76,9 +79,12 @@ def figure(explanation, method: str):
     shapes = [explanation.views[v].shape for v in views]
     height = max(h for h, _ in shapes)
     scale = max(1, math.ceil(MIN_PANEL[0] / height), math.ceil(MIN_PANEL[1] / max(w for _, w in shapes)))
-    top, bottom, left, gap, bar = 80, 40 if explanation.boxes else 12, 12, 28, 90
+    bottom, left, gap, bar = 40 if explanation.boxes else 12, 12, 28, 90
     widths = [w * scale for _, w in shapes]
-    total_w, total_h = left + sum(widths) + gap * (len(views) - 1) + bar, top + height * scale + bottom
+    total_w = left + sum(widths) + gap * (len(views) - 1) + bar
+    heading = title(explanation, method, width=int(total_w / 6.5))
+    top = 36 + 15 * heading.count("\n")
+    total_h = top + height * scale + bottom
     fig = plt.figure(figsize=(total_w / DPI, total_h / DPI), dpi=DPI)
     outline = [effects.withStroke(linewidth=2.5, foreground="black")]
     heat = explanation.heat
@@ -104,7 +110,7 @@ def figure(explanation, method: str):
         fig.legend(handles=[Rectangle((0, 0), 1, 1, fill=False, color="lime", lw=1.2)],
                    labels=["known lesion (phantom ground truth)"], loc="lower left", fontsize=8, frameon=False,
                    bbox_to_anchor=(left / total_w, 0))
-    fig.suptitle(title(explanation, method), fontsize=9, y=1 - 8 / total_h, va="top")
+    fig.suptitle(heading, fontsize=9, y=1 - 6 / total_h, va="top")
     return fig
 
 

@@ -21,9 +21,9 @@ class ValidationAUC(keras.callbacks.Callback):
 
     A diverged model (NaN probabilities) stops training with a clear message; the best checkpoint
     written so far is kept. Under multi-worker training every worker predicts the whole split
-    itself and the workers act on their mean, so all stop (or keep going) at the same epoch; there
-    `loss` (probabilities -> mean validation loss) is given and val_loss and val_accuracy are added
-    here too, since fit then gets no validation data (see trainer).
+    itself and all act on the chief's figures (and stop if any worker diverged), so all stop at
+    the same epoch; there `loss` (probabilities -> mean validation loss) is given and val_loss and
+    val_accuracy are added here too, since fit then gets no validation data (see trainer).
     """
 
     def __init__(self, dataset, labels, loss: Callable[[np.ndarray], float] | None = None):
@@ -41,15 +41,16 @@ class ValidationAUC(keras.callbacks.Callback):
         probabilities = distribute.predict(self.model, self.dataset, self.forward)
         logs = logs if logs is not None else {}
         strategy = self.model.distribute_strategy
-        if distribute.agree(strategy, float(not np.all(np.isfinite(probabilities)))) > 0:
+        if distribute.total(strategy, float(not np.all(np.isfinite(probabilities)))) > 0:
             self.diverged_at = epoch
             self.model.stop_training = True
             logs["val_auc"] = float("nan")
             return
         if self.loss is not None:
-            logs["val_loss"] = distribute.agree(strategy, self.loss(probabilities))
-            logs["val_accuracy"] = distribute.agree(strategy, float(np.mean(probabilities.argmax(-1) == self.labels)))
-        logs["val_auc"] = distribute.agree(
+            logs["val_loss"] = distribute.chief_value(strategy, self.loss(probabilities))
+            logs["val_accuracy"] = distribute.chief_value(
+                strategy, float(np.mean(probabilities.argmax(-1) == self.labels)))
+        logs["val_auc"] = distribute.chief_value(
             strategy, metrics_lib.classification_metrics(self.labels, probabilities)["auc"])
 
 

@@ -97,9 +97,16 @@ def predict(model, dataset: tf.data.Dataset, forward=None) -> np.ndarray:
     return np.concatenate([np.asarray(forward(x), np.float32) for x, *_ in dataset])
 
 
-def agree(strategy: tf.distribute.Strategy, value: float) -> float:
-    """The mean of every worker's `value`: one number all workers act on (early stopping, divergence)."""
+def total(strategy: tf.distribute.Strategy, value: float) -> float:
+    """The sum of every worker's `value` (one all-reduce); `value` itself without workers."""
     if not is_multi_worker(strategy):
         return value
     local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(value, tf.float64))
-    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None))
+
+
+def chief_value(strategy: tf.distribute.Strategy, value: float) -> float:
+    """The chief's `value` on every worker: the figure the chief's history and saved model go with,
+    and one number all workers act on (early stopping). Workers' BatchNorm moving statistics,
+    updated from their own batches, can differ, and with them their validation figures."""
+    return total(strategy, value if not is_multi_worker(strategy) or is_chief() else 0.0)

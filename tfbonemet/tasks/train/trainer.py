@@ -33,6 +33,7 @@ from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlySt
                                              diverged_error)
 from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, stages
 from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
+from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
 from tfbonemet.tasks.train.validation import validate
 
 def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
@@ -163,7 +164,7 @@ def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocess
             + ("; class-balanced sampling" if batching.balanced else ""))
         for stage in stages(config):
             diverged = _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching,
-                                    train_split, val_ds, y_val, augment, weights, steps, log)
+                                    train_split, val_split, val_ds, y_val, augment, weights, steps, log)
             if diverged is not None:
                 if not (run_dir / "best.keras").exists():
                     raise diverged_error(diverged)
@@ -175,8 +176,8 @@ def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocess
     return _finish(config, recipe, run_dir, model, val_ds, y_val, log)
 
 
-def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching, train_split, val_ds,
-                 y_val, augment, weights, steps, log) -> int | None:
+def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching, train_split,
+                 val_split, val_ds, y_val, augment, weights, steps, log) -> int | None:
     """Train one stage; returns the epoch at which the model diverged, if it did."""
     backup_dir = run_dir / "backup" / stage.name
     start = backed_up_epoch(backup_dir)
@@ -227,6 +228,10 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
                                                       initial_value_threshold=max(scores) if scores else None)]
         logs = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0)]
+        # not under multi-worker (their summaries call Keras' predict: a collective there) nor for
+        # pre-training (its dataset's own classes, no task)
+        if recipe.task and not multi_worker:
+            logs += tensorboard_callbacks(run_dir, val_split, preprocessor, config, log=log)
     if config.early_stopping:
         stopping = [ResumableEarlyStopping(config.early_stopping, history)]
     # kept until the run is finished, so a resume after this stage restores its end state
@@ -261,6 +266,7 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
             **({"target_sensitivity": config.target_sensitivity} if config.threshold_rule == "sensitivity" else {}),
             "figures": metrics_lib.binary_metrics(y_val, probabilities[:, 1], threshold)}
     write_json(run_dir / "metrics.json", payload)
+    write_training_curves(run_dir)
     best_path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     log("Validation: " + ", ".join(f"{k} {figures[k]:.3f}" for k in
