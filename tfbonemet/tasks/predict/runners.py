@@ -120,20 +120,36 @@ class TFLiteRunner:
     kind = "tflite"
 
     def __init__(self, path: Path, info: ModelInfo | None = None, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
+        self.path, self.num_threads = path, num_threads
         self.info = info or _read_info(_tflite_metadata(path))
-        try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-            self.runner = self.interpreter.get_signature_runner()
-        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for a damaged flatbuffer
-            raise ModelError(f"cannot load TFLite model {path}: {_first_line(exc)}") from None
+        self._load(delegates=True)
         self.inputs = self.runner.get_input_details()
         self.output = self.runner.get_output_details()["probabilities"]
 
+    def _load(self, delegates: bool) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads,
+                                           experimental_op_resolver_type=resolver)
+            self.runner = self.interpreter.get_signature_runner()
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for a damaged flatbuffer
+            raise ModelError(f"cannot load TFLite model {self.path}: {_first_line(exc)}") from None
+        self.delegates = delegates
+
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: _quantise(x[name], d) for name, d in self.inputs.items()}
-        return _dequantise(self.runner(**feed)["probabilities"], self.output)
+        try:
+            out = self.runner(**feed)
+        except RuntimeError as exc:
+            # XNNPACK (LiteRT's default CPU delegate) cannot prepare some quantised graphs on some
+            # CPUs (seen: dscint's full-integer file on an AVX512 EPYC); LiteRT's own kernels run them
+            if not (self.delegates and "XNNPACK" in str(exc)):
+                raise
+            self._load(delegates=False)
+            out = self.runner(**feed)
+        return _dequantise(out["probabilities"], self.output)
 
     def predict(self, studies):
         return self.predict_preprocessed(preprocess_studies(studies, self.info.preprocessor))
