@@ -99,8 +99,9 @@ def test_predict_and_savedmodel_label_with_the_stored_threshold(trained, tmp_pat
     studies = discover([trained.parents[1] / "dicom"])
     for model in (trained, version.parent):
         rows = list(iter_predictions(load_runner(model), studies))
-        clear = [row for row in rows if abs(row["p_metastasis"] - threshold) > 1e-5]  # batch sums differ at 1e-7
-        assert len(clear) >= len(rows) - 1
+        # rows hold p rounded to 1e-6, and batch sums differ at 1e-7: nearer than that is a tie
+        clear = [row for row in rows if abs(row["p_metastasis"] - threshold) > 2e-6]
+        assert len(clear) >= len(rows) - 1, (threshold, [(r["study"], r["p_metastasis"]) for r in rows if r not in clear])
         for row in clear:
             assert (row["label"] == "metastasis") == (row["p_metastasis"] >= threshold)
 

@@ -308,7 +308,9 @@ def mismatch_cases(tmp_path):
     return [
         ("vgg16", "scan.weights.h5", "cannot load as weights for this backbone"),
         ("two_view_net", "vgg16_notop.h5", "Layer count mismatch"),
-        ("two_view_net", "scan.keras", r"layer 'last_conv' has weights of shapes \[\(3, 3, 16, 32\)"),
+        ("two_view_net", "scan.keras",
+         r"layer 'last_stage_conv1' has weights of shapes \[\(3, 3, 16, 32\)\], but 'last_stage_conv1' in the model "
+         r"needs \[\(3, 3, 16, 16\)\]"),
         ("two_view_net", "missing.weights.h5", "does not exist"),
         ("two_view_net", "backbone.npz", "must end in"),
         ("two_view_net", "truncated.keras", "cannot load"),

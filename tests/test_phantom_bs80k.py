@@ -11,6 +11,7 @@ from tfbonemet.cli import cli
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom, Lesion
 from tfbonemet.data.phantom import bs80k
 from tfbonemet.errors import DataError
+from tfbonemet.io.pseudonym import PHANTOM_MARKER
 
 N = 10
 FOLDERS = ("chestRANT", "chestRPOST", "chestLANT", "chestLPOST")
@@ -34,7 +35,8 @@ def study():
 
 
 def test_folders_and_label_lists(out):
-    assert sorted(p.name for p in out.iterdir()) == sorted(FOLDERS)
+    # the crop folders, and the marker that lets `data build` use the public secret on synthetic data
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FOLDERS, PHANTOM_MARKER])
     listed = {}
     for folder in FOLDERS:
         lines = (out / folder / f"{folder}.txt").read_text().splitlines()

@@ -24,7 +24,7 @@ class FitConfig:
     manual_dir: str | None = None  # TFDS manual_dir: prepare the dataset from these files if not built yet
     num_studies: int = 320  # size of the synthetic set
     phantom_difficulty: str = "realistic"  # vocab.PHANTOM_DIFFICULTIES: finding contrast, mimics, counts, blur
-    # model input per view; None: the data's typical study size, never upsampled (train.input_size)
+    # model input per view; None: the data's typical study size, never upsampled (tasks.train.recipe.input_size)
     image_height: int | None = None
     image_width: int | None = None
     normalisation: str = "sqrt"
@@ -36,8 +36,9 @@ class FitConfig:
     loss: str = "crossentropy"  # crossentropy | focal (down-weights easy examples)
     focal_gamma: float = 2.0
     sampling: str = "natural"  # natural | balanced (equal class frequency per batch, no class weights)
-    # tfbonemet.data.augment.AugmentConfig fields; the default mirror + shift lifts the phantom's
-    # validation AUC from 0.91 to 0.99 (seed 1, 20 epochs) at no measurable cost per epoch
+    # tfbonemet.preprocessing.augment.AugmentConfig fields: mirror + small shift, the geometric
+    # augmentation the seed papers use for planar views; rotation, zoom, gain and re-noising are off
+    # (opt in with --config or augmentation keys)
     augmentation: dict = dataclasses.field(default_factory=lambda: {"flip_left_right": True, "translation": 0.03})
     lr_schedule: str = "cosine"  # cosine (decays to 0 over the epochs) | constant
     early_stopping: int = 8  # patience in epochs on validation AUC (0 = off): stops a run that has stalled
