@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
 import shlex
 import subprocess
@@ -43,14 +44,32 @@ def sh(args: list[str], log: Path) -> float:
     return time.time() - start
 
 
+_PHANTOM = None
+
+
+def _study(args):
+    """Study `i` of the phantom of (seed, difficulty), in a worker process."""
+    global _PHANTOM
+    seed, difficulty, i = args
+    if _PHANTOM is None:
+        from tfbonemet.data.phantom import BoneScanPhantom, bs80k
+
+        _PHANTOM = BoneScanPhantom(seed=seed, difficulty=difficulty, class_probs=bs80k.CLASS_PROBS)
+    return _PHANTOM.study(i)
+
+
 def render(folder: Path, patients: int, seed: int, difficulty: str) -> None:
-    """A BS-80K layout folder of right-chest crops (1024x256 whole-body phantoms), once per arguments."""
+    """A BS-80K layout folder of right-chest crops (1024x256 whole-body phantoms), once per arguments.
+
+    Studies are rendered on every core (each study is a pure function of seed and index), written in order.
+    """
     if (folder / f"{REGION}ANT" / f"{REGION}ANT.txt").is_file():
         return
-    from tfbonemet.data.phantom import BoneScanPhantom, bs80k
+    from tfbonemet.data.phantom import bs80k
 
-    phantom = BoneScanPhantom(seed=seed, difficulty=difficulty, class_probs=bs80k.CLASS_PROBS)
-    bs80k.write_bs80k((phantom.study(i) for i in range(patients)), folder, regions=(REGION,))
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
+        studies = pool.imap(_study, ((seed, difficulty, i) for i in range(patients)), chunksize=8)
+        bs80k.write_bs80k(studies, folder, regions=(REGION,))
 
 
 def test_labels(folder: Path) -> dict[str, int]:
