@@ -176,7 +176,7 @@ def test_cli_pointing_game_prints_score_and_chance(tiny_run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_trained_model_points_at_lesions_well_above_chance(tmp_path):
-    """A two-view net trained for a few minutes on phantom studies: its map peaks find the metastases.
+    """A two-view net trained for a few minutes on easy phantom studies: its map peaks find the metastases.
 
     How well maps localise varies between equally accurate retrains (measured: Score-CAM 0.19 to
     0.81 against chance 0.06), so the bar is a clear, significant margin over chance, not a level.
@@ -186,10 +186,35 @@ def test_trained_model_points_at_lesions_well_above_chance(tmp_path):
     from tfbonemet.config import resolve
     from tfbonemet.tasks.train.trainer import fit
 
+    # the easy phantom: this checks where a trained model looks, not how hard the realistic one is
     run_dir = fit(resolve(overrides=dict(image_height=256, image_width=64, num_studies=800, epochs=30,
+                                         phantom_difficulty="easy",
                                          learning_rate=1e-3, lr_schedule="cosine", model_options={"pooling": "max"},
                                          output_dir=str(tmp_path), run_name="pg")), log=lambda *_: None)
     assert json.loads((run_dir / "metrics.json").read_text())["auc"] >= 0.9  # a trained model, else moot
     result = explain.pointing_game(Run.load(run_dir), "test", "scorecam", views="both", log=lambda *_: None)
     assert result["studies"] >= 40
     assert result["score"] >= 2.5 * result["chance"] and result["p_value"] < 0.01, result
+
+
+def test_cams_of_a_mixed_precision_model_are_those_of_its_float32_weights():
+    """A mixed_bfloat16 run is explained like any other: maps of the same weights computed in float32."""
+    import keras
+
+    from tfbonemet.models.two_view import build_two_view_net
+    from tfbonemet.tasks.explain.cams import class_activation_maps
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_two_view_net(image_size=(64, 32), filters=(8, 16, 32))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    plain = build_two_view_net(image_size=(64, 32), filters=(8, 16, 32))
+    plain.set_weights(mixed.get_weights())
+    x = {n: np.random.default_rng(0).random((2, 64, 32, 1), np.float32) for n in ("anterior", "posterior")}
+    got = class_activation_maps(mixed, x, 1, "gradcam", registry_name="two_view_net")
+    want = class_activation_maps(plain, x, 1, "gradcam", registry_name="two_view_net")
+    assert mixed.get_layer("probabilities").dtype_policy.name == "float32"  # the model itself is untouched
+    for name in want:
+        assert got[name].dtype == np.float32 and got[name].shape == (2, 64, 32)
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5)
