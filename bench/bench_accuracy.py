@@ -5,8 +5,11 @@ The protocol of the real-scan evaluation (issue 11), on the realistic phantom:
   -> `tfbonemet predict RUN TEST_FOLDER` on held-out patients -> ROC AUC, PR AUC, F1 at the stored label.
 The references (bench/bench_reference.py: 2 convs/block 32-64-128 "large", 1 conv/block 16-32-64
 "small") train on the same train folder and are scored on the same held-out folder, at 0.5.
+`--layout wholebody`: the folders are whole-body NM DICOM studies (`tfbonemet data phantom`, two-frame
+files + labels.csv) at --size; the references read the same files and train at --reference-size.
 
   python bench/bench_accuracy.py --work /tmp/acc --patients 1600 --test-patients 600
+  python bench/bench_accuracy.py --work /tmp/wb --layout wholebody --patients 1000 --test-patients 300
   python bench/bench_accuracy.py --work /tmp/acc --recipes default --fit-args "--epochs 20"
 Each recipe runs in its own process (TensorFlow state never leaks between them); wall times are
 whole commands on this machine, so compare rows of one run, and note the load it prints.
@@ -72,8 +75,28 @@ def render(folder: Path, patients: int, seed: int, difficulty: str) -> None:
         bs80k.write_bs80k(studies, folder, regions=(REGION,))
 
 
+def render_wholebody(folder: Path, patients: int, seed: int, difficulty: str, size) -> None:
+    """Whole-body NM DICOM studies via `tfbonemet data phantom`, once per arguments."""
+    if (folder / "labels.csv").is_file():
+        return
+    sh([str(Path(sys.executable).with_name("tfbonemet")), "data", "phantom", str(folder), "--num-studies",
+        str(patients), "--size", *map(str, size), "--seed", str(seed), "--difficulty", difficulty],
+       folder.parent / f"render-{folder.name}.log")
+
+
+def wholebody_labels(folder: Path) -> dict[str, int]:
+    """Study key (as `predict` keys it: the keyed hash of the StudyInstanceUID) -> 1 if metastasis."""
+    from tfbonemet.io.pseudonym import study_key_for_uid
+
+    with (folder / "labels.csv").open() as fh:
+        return {study_key_for_uid(row["study_instance_uid"]): int(row["label"] == "metastasis")
+                for row in csv.DictReader(fh)}
+
+
 def test_labels(folder: Path) -> dict[str, int]:
-    """Patient (file stem) -> 1 if either view's list says metastasis."""
+    """Patient (file stem) -> 1 if either view's list says metastasis; whole-body: by study key."""
+    if (folder / "labels.csv").is_file():
+        return wholebody_labels(folder)
     labels: dict[str, int] = {}
     for view in ("ANT", "POST"):
         listing = folder / f"{REGION}{view}" / f"{REGION}{view}.txt"
@@ -109,16 +132,30 @@ def run_default(work: Path, test: Path, fit_args: str, name: str) -> str:
     return f"{figures(y, p, decided)} (stored threshold)  fit {wall / 60:.1f} min"
 
 
-def run_reference(work: Path, test: Path, net: str, epochs: int) -> str:
+def read_wholebody(folder: Path):
+    """The DICOM folder's views (sqrt counts scaled by each view's 99.5th percentile, as
+    bench_reference scales its whole-body renders), labels and study keys."""
+    from tfbonemet.io.dicom import read_studies
+
+    labels = wholebody_labels(folder)
+    studies = sorted(read_studies([folder]), key=lambda s: s.study_key)
+    scale = lambda v: np.clip(np.sqrt(v) / max(np.percentile(np.sqrt(v), 99.5), 1e-6), 0, 1.5)  # noqa: E731
+    return (np.stack([scale(s.anterior.astype(np.float32)) for s in studies]),
+            np.stack([scale(s.posterior.astype(np.float32)) for s in studies]),
+            np.array([labels[s.study_key] for s in studies]), [s.study_key for s in studies])
+
+
+def run_reference(work: Path, test: Path, net: str, epochs: int, size) -> str:
     """bench_reference's net trained on the train folder, scored on the held-out folder."""
     sys.path.insert(0, str(HERE))
     import bench_reference as ref
     import keras
     import tensorflow as tf
 
-    ant, post, labels, patients = ref.read_crops(work / "train", REGION)
+    wholebody = (work / "train" / "labels.csv").is_file()
+    read = read_wholebody if wholebody else (lambda folder: ref.read_crops(folder, REGION))
+    ant, post, labels, patients = read(work / "train")
     split = ref.split_by_patient(patients)
-    size = (160, 64)
 
     def inputs(a, p):
         return {"anterior": tf.image.resize(a[..., None], size).numpy(),
@@ -134,7 +171,7 @@ def run_reference(work: Path, test: Path, net: str, epochs: int) -> str:
               epochs=epochs, batch_size=32, class_weight={0: 0.5 / (1 - positives), 1: 0.5 / positives},
               callbacks=[best], verbose=0)
     wall = time.time() - start
-    t_ant, t_post, t_y, _ = ref.read_crops(test, REGION)
+    t_ant, t_post, t_y, _ = read(test)
     p = model.predict(inputs(t_ant, t_post), batch_size=256, verbose=0).ravel()
     return f"{figures(t_y, p, p >= 0.5)} (at 0.5)  train {wall / 60:.1f} min"
 
@@ -145,6 +182,12 @@ def main():
     parser.add_argument("--patients", type=int, default=1600, help="training-folder patients (70/15/15 inside)")
     parser.add_argument("--test-patients", type=int, default=600)
     parser.add_argument("--difficulty", default="realistic")
+    parser.add_argument("--layout", choices=("crops", "wholebody"), default="crops",
+                        help="BS-80K right-chest crops (the real evaluation's data) or whole-body DICOM studies")
+    parser.add_argument("--size", type=int, nargs=2, default=(512, 128), metavar=("H", "W"),
+                        help="wholebody: rendered pixels per view")
+    parser.add_argument("--reference-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="references' input (crops: 160 64, as on real scans; wholebody: 256 64)")
     parser.add_argument("--recipes", default="default,large,small",
                         help="comma list: default (tfbonemet fit), large, small (plain references)")
     parser.add_argument("--fit-args", default="", help="extra `tfbonemet fit` options for the default row")
@@ -153,22 +196,28 @@ def main():
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one reference in this process
     args = parser.parse_args()
     train, test = args.work / "train", args.work / "test"
+    os.environ.setdefault("TFBONEMET_SECRET", "bench_accuracy: phantom studies, no patients")  # keyed pseudonyms
+    reference_size = tuple(args.reference_size or ((160, 64) if args.layout == "crops" else (256, 64)))
     if args.one:
-        print(run_reference(args.work, test, args.one, args.reference_epochs), flush=True)
+        print(run_reference(args.work, test, args.one, args.reference_epochs, reference_size), flush=True)
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TFBONEMET_SECRET", "bench_accuracy: phantom studies, no patients")  # keyed pseudonyms
-    render(train, args.patients, seed=101, difficulty=args.difficulty)
-    render(test, args.test_patients, seed=202, difficulty=args.difficulty)
+    if args.layout == "crops":
+        render(train, args.patients, seed=101, difficulty=args.difficulty)
+        render(test, args.test_patients, seed=202, difficulty=args.difficulty)
+    else:
+        render_wholebody(train, args.patients, 101, args.difficulty, args.size)
+        render_wholebody(test, args.test_patients, 202, args.difficulty, args.size)
     held_out = test_labels(test)
-    print(f"phantom {args.difficulty}: {args.patients} training patients, {len(held_out)} held out "
+    print(f"phantom {args.difficulty} {args.layout}: {args.patients} training patients, {len(held_out)} held out "
           f"({sum(held_out.values())} positive); load {load()}", flush=True)
     for recipe in args.recipes.split(","):
         if recipe == "default":
             line = run_default(args.work, test, args.fit_args, args.name)
         else:
             line = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--one", recipe,
-                                   "--reference-epochs", str(args.reference_epochs)],
+                                   "--reference-epochs", str(args.reference_epochs),
+                                   "--reference-size", *map(str, reference_size)],
                                   capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         label = f"tfbonemet fit {args.fit_args}".strip() if recipe == "default" else f"reference {recipe}"
         print(f"{label:40s} {line}  (load {load()})", flush=True)
