@@ -23,14 +23,20 @@ def test_fixed_studies_show_both_classes():
 
 @pytest.fixture(scope="module")
 def logged(tiny_run_dir, tmp_path_factory):
-    """The callbacks driven through one epoch on the tiny run's model and validation split."""
+    """The callbacks driven through one epoch on the tiny run's model and validation split, after the
+    ValidationAUC whose probabilities they summarise (as in `fit`'s callback list)."""
     from tfbonemet.data.datasets import open_split
+    from tfbonemet.data.pipeline import BatchConfig
     from tfbonemet.run import Run
+    from tfbonemet.tasks.train.callbacks import ValidationAUC
 
     run = Run.load(tiny_run_dir)
     out = tmp_path_factory.mktemp("tb")
-    callbacks = tensorboard.tensorboard_callbacks(out, open_split(run.config, "validation"), run.preprocessor,
-                                                  run.config, cam_studies=2)
+    split = open_split(run.config, "validation")
+    validation = ValidationAUC(split.batches(run.preprocessor, BatchConfig(batch_size=8), training=False,
+                                             task=run.config.task), split.task_labels(run.config.task))
+    callbacks = [validation, *tensorboard.tensorboard_callbacks(out, validation, split, run.preprocessor, run.config,
+                                                                cam_studies=2)]
     for callback in callbacks:
         callback.set_model(run.model)
         callback.on_train_begin()

@@ -33,12 +33,13 @@ class ValidationAUC(keras.callbacks.Callback):
         self.loss = loss
         self.diverged_at = None
         self.forward = None
+        self.probabilities = None  # this epoch's, for callbacks after this one (TensorBoard summaries)
 
     def on_train_begin(self, logs=None):
         self.forward = distribute.local_forward(self.model)  # traced once, not once per epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        probabilities = distribute.predict(self.model, self.dataset, self.forward)
+        probabilities = self.probabilities = distribute.predict(self.model, self.dataset, self.forward)
         logs = logs if logs is not None else {}
         strategy = self.model.distribute_strategy
         if distribute.total(strategy, float(not np.all(np.isfinite(probabilities)))) > 0:

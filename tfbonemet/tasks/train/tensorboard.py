@@ -47,12 +47,16 @@ def fixed_studies(labels: np.ndarray, count: int = CAM_STUDIES) -> list[int]:
 
 
 class ValidationSummaries(keras.callbacks.Callback):
-    """Per epoch: PR curves per class, validation AUC (scikit-learn) and CAM overlays of fixed studies."""
+    """Per epoch: PR curves per class, validation AUC (scikit-learn) and CAM overlays of fixed studies.
 
-    def __init__(self, log_dir, dataset, labels, classes, preprocessor, cam_studies: dict, registry_name=None,
+    The probabilities are the ones `validation` (the run's ValidationAUC, earlier in the callback
+    list) has just computed: the split is predicted once per epoch, not once per consumer.
+    """
+
+    def __init__(self, log_dir, validation, classes, preprocessor, cam_studies: dict, registry_name=None,
                  log=print):
         super().__init__()
-        self.log_dir, self.dataset, self.labels = str(log_dir), dataset, np.asarray(labels)
+        self.log_dir, self.validation = str(log_dir), validation
         self.classes, self.preprocessor, self.registry_name = tuple(classes), preprocessor, registry_name
         self.cam_studies, self.log = cam_studies, log  # name -> raw views {view: counts}
         self.writer = None
@@ -66,16 +70,17 @@ class ValidationSummaries(keras.callbacks.Callback):
         import tensorflow as tf
         from tensorboard.plugins.pr_curve import metadata as pr_metadata
 
-        probabilities = np.asarray(self.model.predict(self.dataset, verbose=0), np.float64)
+        probabilities = np.asarray(self.validation.probabilities, np.float64)
+        labels = self.validation.labels
         with self.writer.as_default(step=epoch):
             if np.all(np.isfinite(probabilities)):
-                tf.summary.scalar("epoch_val_auc", metrics_lib.classification_metrics(self.labels, probabilities)["auc"])
+                tf.summary.scalar("epoch_val_auc", metrics_lib.classification_metrics(labels, probabilities)["auc"])
                 for c, name in enumerate(self.classes):
                     if len(self.classes) == 2 and c == 0:
                         continue  # binary: the positive class's curve says it all
                     meta = pr_metadata.create_summary_metadata(name, f"validation PR curve, {name} vs rest",
                                                                PR_THRESHOLDS)
-                    tf.summary.write(f"pr_curves/{name}", pr_curve_data(self.labels == c, probabilities[:, c]),
+                    tf.summary.write(f"pr_curves/{name}", pr_curve_data(labels == c, probabilities[:, c]),
                                      metadata=meta)
             if self.cam_studies:
                 self._cams(epoch)
@@ -138,19 +143,15 @@ class HParamsSummary(keras.callbacks.Callback):
             hp.hparams(self.values, trial_id=self.trial_id)
 
 
-def tensorboard_callbacks(run_dir, val_split, preprocessor, config, cam_studies: int = CAM_STUDIES,
+def tensorboard_callbacks(run_dir, validation, val_split, preprocessor, config, cam_studies: int = CAM_STUDIES,
                           log=print) -> list[keras.callbacks.Callback]:
-    """The callbacks a training run adds beside keras.callbacks.TensorBoard (same RUN/logs folder)."""
-    from tfbonemet.data.pipeline import BatchConfig
-
+    """The callbacks a training run adds beside keras.callbacks.TensorBoard (same RUN/logs folder),
+    after `validation` (the run's ValidationAUC) in the callback list."""
     logs = Path(run_dir) / "logs"
-    labels = val_split.task_labels(config.task)
-    dataset = val_split.batches(preprocessor, BatchConfig(batch_size=config.batch_size), training=False,
-                                task=config.task)
-    wanted = set(fixed_studies(labels, cam_studies))
+    wanted = set(fixed_studies(validation.labels, cam_studies))
     studies = {f"validation-{i:03d}": study for i, study in val_split.raw_studies(preprocessor.source_views)
                if i in wanted}
-    return [ValidationSummaries(logs / "validation", dataset, labels, TASKS[config.task], preprocessor, studies,
+    return [ValidationSummaries(logs / "validation", validation, TASKS[config.task], preprocessor, studies,
                                 config.model, log),
             HParamsSummary(logs / "hparams", config, Path(run_dir).name)]
 

@@ -231,7 +231,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
         # not under multi-worker (their summaries call Keras' predict: a collective there) nor for
         # pre-training (its dataset's own classes, no task)
         if recipe.task and not multi_worker:
-            logs += tensorboard_callbacks(run_dir, val_split, preprocessor, config, log=log)
+            logs += tensorboard_callbacks(run_dir, validation, val_split, preprocessor, config, log=log)
     if config.early_stopping:
         stopping = [ResumableEarlyStopping(config.early_stopping, history)]
     # kept until the run is finished, so a resume after this stage restores its end state
