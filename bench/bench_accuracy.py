@@ -133,15 +133,15 @@ def run_default(work: Path, test: Path, fit_args: str, name: str) -> str:
 
 
 def read_wholebody(folder: Path):
-    """The DICOM folder's views (sqrt counts scaled by each view's 99.5th percentile, as
-    bench_reference scales its whole-body renders), labels and study keys."""
+    """The DICOM folder's views (scaled as bench_reference scales its whole-body renders), labels
+    and study keys."""
+    from bench_reference import scale_counts
     from tfbonemet.io.dicom import read_studies
 
     labels = wholebody_labels(folder)
     studies = sorted(read_studies([folder]), key=lambda s: s.study_key)
-    scale = lambda v: np.clip(np.sqrt(v) / max(np.percentile(np.sqrt(v), 99.5), 1e-6), 0, 1.5)  # noqa: E731
-    return (np.stack([scale(s.anterior.astype(np.float32)) for s in studies]),
-            np.stack([scale(s.posterior.astype(np.float32)) for s in studies]),
+    return (np.stack([scale_counts(s.anterior) for s in studies]),
+            np.stack([scale_counts(s.posterior) for s in studies]),
             np.array([labels[s.study_key] for s in studies]), [s.study_key for s in studies])
 
 

@@ -35,15 +35,20 @@ def read_crops(folder: Path, region: str):
     return views[0], views[1], np.array([labels[n] for n in names]), [Path(n).stem for n in names]
 
 
+def scale_counts(view) -> np.ndarray:
+    """A whole-body view's counts -> sqrt, scaled by its 99.5th percentile, clipped at 1.5."""
+    root = np.sqrt(np.asarray(view, np.float32))
+    return np.clip(root / max(np.percentile(root, 99.5), 1e-6), 0, 1.5)
+
+
 def render_wholebody(n: int, size, difficulty: str, seed: int):
     """Whole-body phantom studies, sqrt counts scaled by each view's 99.5th percentile."""
     from tfbonemet.data.phantom import BoneScanPhantom
 
     phantom = BoneScanPhantom(shape=size, seed=seed, difficulty=difficulty)
     studies = [phantom.study(i) for i in range(n)]
-    scale = lambda v: np.clip(np.sqrt(v) / max(np.percentile(np.sqrt(v), 99.5), 1e-6), 0, 1.5)  # noqa: E731
-    return (np.stack([scale(s.anterior.astype(np.float32)) for s in studies]),
-            np.stack([scale(s.posterior.astype(np.float32)) for s in studies]),
+    return (np.stack([scale_counts(s.anterior) for s in studies]),
+            np.stack([scale_counts(s.posterior) for s in studies]),
             np.array([int(s.is_metastatic) for s in studies]), [s.patient_id for s in studies])
 
 

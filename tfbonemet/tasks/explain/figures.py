@@ -10,6 +10,7 @@ probability and the threshold; known lesion boxes (phantom) have a legend.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -54,8 +55,6 @@ def mirrored(boxes, width: int) -> list:
 
 def title(explanation, method: str, width: int = 200) -> str:
     """Study and method, then the true and predicted label, probability and threshold, wrapped to `width` chars."""
-    import textwrap
-
     e = explanation
     facts = [f"true: {e.true_label}" if e.true_label else "true: unknown",
              f"predicted: {e.predicted}" if e.predicted else None,
