@@ -29,7 +29,7 @@ from tfbonemet.io import atomic
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JIT_MODES = ("on", "off", "auto")
-PROBE_VERSION = 3  # bump when the timing method changes: older cached timings are then ignored
+PROBE_VERSION = 4  # bump when the timing method or the models' kernels change: older cached timings are then ignored
 PROBE_ROUNDS = 5  # timed windows per candidate, taken in turn so load from other processes hits all alike
 PROBE_WINDOW_S = 1.0  # aim of one timed window; at least MIN_WINDOW_STEPS steps
 MIN_WINDOW_STEPS, MAX_WINDOW_STEPS = 1, 64

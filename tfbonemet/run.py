@@ -43,7 +43,7 @@ def load_keras_model(path: Path):
     """A .keras file in safe mode, with tfbonemet's custom layers registered first."""
     import keras
 
-    import tfbonemet.models.layers  # noqa: F401  (registers ViewAggregation and the attention layers)
+    import tfbonemet.models.layers  # noqa: F401  (registers every custom layer)
 
     try:
         return keras.models.load_model(path, safe_mode=True)

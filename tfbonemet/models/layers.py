@@ -1,9 +1,14 @@
-"""Serializable custom layers shared by the model families (no Lambda layers: safe-mode loading works)."""
+"""Serializable custom layers shared by the model families (no Lambda layers: safe-mode loading works).
+
+Importing this module registers every custom layer a saved tfbonemet model can hold, the fused
+BatchNormalization of batch_norm included.
+"""
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
+from tfbonemet.models.batch_norm import BatchNormalization  # noqa: F401  (registered on import)
 from tfbonemet.vocab import AGGREGATIONS  # noqa: E402
 
 
