@@ -25,14 +25,21 @@ def conv_bn_relu(cin, cout, k=3, stride=1, bias=False, bn=True, momentum=0.1):
 
 
 class TwoView(nn.Module):
-    """tfbonemet.models.two_view.build_two_view_net's defaults: shared backbone, avg+max pooling, concat."""
+    """tfbonemet.models.two_view.build_two_view_net's defaults: shared backbone, avg+max pooling, concat.
 
-    def __init__(self, filters=(16, 32, 64, 128, 128), hidden=64, dropout=0.2, classes=2):
+    Backbone as build_scint_backbone: the stem (full resolution for crops up to 128x128 pixels, else a
+    strided 5x5 conv + pool), stages of two 3x3 convs + max-pool, two convs in the last stage.
+    """
+
+    def __init__(self, size, filters=(16, 32, 64, 128), hidden=64, dropout=0.2, classes=2):
         super().__init__()
-        layers = conv_bn_relu(1, filters[0], 5, 2)
+        if size[0] * size[1] <= 128 * 128:
+            layers = conv_bn_relu(1, filters[0]) + conv_bn_relu(filters[0], filters[0]) + [nn.MaxPool2d(2)]
+        else:
+            layers = conv_bn_relu(1, filters[0], 5, 2) + [nn.MaxPool2d(2)]
         for cin, cout in zip(filters[:-2], filters[1:-1]):
-            layers += conv_bn_relu(cin, cout) + [nn.MaxPool2d(2)]
-        layers += conv_bn_relu(filters[-2], filters[-1])
+            layers += conv_bn_relu(cin, cout) + conv_bn_relu(cout, cout) + [nn.MaxPool2d(2)]
+        layers += conv_bn_relu(filters[-2], filters[-1]) + conv_bn_relu(filters[-1], filters[-1])
         self.backbone = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * filters[-1], hidden), nn.ReLU(),
                                   nn.Linear(hidden, classes))
@@ -129,7 +136,7 @@ def counterpart(name: str, size) -> tuple[nn.Module, str]:
     gap_head = lambda c, classes=2, p=0.2: [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p),  # noqa: E731
                                            nn.Linear(c, classes)]
     if name == "two_view_net":
-        return TwoView(), "plain torch replica"
+        return TwoView(size), "plain torch replica"
     if name == "dscint":
         return dscint(), "plain torch replica"
     if name == "densenet121":
