@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tfbonemet import config as config_lib
+from tfbonemet import execution
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS
 from tfbonemet.run import read_config
@@ -29,11 +30,15 @@ def tiny(tmp_path, **values):
 def test_fit_with_augmentation_balanced_sampling_focal_loss_and_cosine_schedule(tmp_path):
     config = tiny(tmp_path, epochs=3, augmentation={"rotation": 5.0, "flip_left_right": True, "noise_counts": 200.0},
                   sampling="balanced", loss="focal", lr_schedule="cosine", early_stopping=2)
-    run_dir = train.fit(config, log=quiet)
+    assert config.precision == "auto" and config.jit == "auto"  # the defaults
+    lines = []
+    run_dir = train.fit(config, log=lines.append)
     assert {"model.keras", "config.json", "history.csv", "metrics.json", "logs"} <= {p.name for p in run_dir.iterdir()}
     assert not (run_dir / "backup").exists()
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["precision"] == "float32" and saved["jit"] == "off"  # auto resolved and recorded
+    if not execution.has_gpu():  # a 3-epoch run of 28 studies is too short to repay the timing probe
+        assert any(line.startswith("Execution: float32+noxla, not probed") for line in lines), lines
     assert read_config(run_dir).sampling == "balanced"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and 0 <= metrics["auc"] <= 1

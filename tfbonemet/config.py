@@ -47,7 +47,7 @@ class FitConfig:
     init_backbone: str | None = None  # pretrained backbone weights (`tfbonemet pretrain`) to fine-tune from
     head_epochs: int = 0  # with init_backbone: epochs training the head with the backbone frozen
     finetune_lr_factor: float = 0.1  # learning rate multiplier once the backbone is unfrozen
-    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 | auto
+    precision: str = "auto"  # float32 | mixed_float16 | mixed_bfloat16 | auto (the fastest, timed; see execution)
     jit: str = "auto"  # on | off | auto (XLA on GPUs; on CPUs probed when precision is auto, else off)
     strategy: str = "default"  # default | mirrored | multi-worker (tf.distribute; batch_size is per replica)
     deterministic: bool = True  # deterministic tf.data order (reproducible runs)

@@ -74,7 +74,7 @@ TRAINING_OPTIONS = [
     click.option("--sampling", type=click.Choice(SAMPLINGS), default=None,
                  help="natural (default, with class weights) or balanced (equal class frequency per batch)."),
     click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-                 help="Keras dtype policy (default float32); auto picks per model and device and says what."),
+                 help="Keras dtype policy (default auto: the fastest on this device, timed per model and input size; says what it chose)."),
     click.option("--jit", type=click.Choice(JIT_MODES), default=None,
                  help="XLA compilation: on, off, or auto (default: on GPUs; on CPUs probed with --precision auto)."),
     click.option("--strategy", type=click.Choice(STRATEGIES), default=None,

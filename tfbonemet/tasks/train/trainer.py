@@ -59,7 +59,10 @@ def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor,
         return _start_multi_worker(config, recipe, preprocessor, train_split, val_split, log)
     run_dir = make_run_dir(config)
     try:
-        precision, jit = resolve_execution(config, recipe, log)
+        train_split = train_split or datasets.open_split(config, "train")
+        check_batch_size(config.batch_size, 1, len(train_split))  # before the probe times batches of that size
+        total_steps = math.ceil(len(train_split) / config.batch_size) * config.epochs
+        precision, jit = resolve_execution(config, recipe, log, total_steps)
         config = dataclasses.replace(config, precision=precision, jit=jit)
         write_text(run_dir / CONFIG_JSON, config.to_json())
         write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
@@ -105,8 +108,16 @@ def resume(run_dir, log=print, train_split: datasets.Split | None = None,
                         train_split, val_split)
 
 
-def resolve_execution(config: FitConfig, recipe: Recipe, log) -> tuple[str, str]:
+def check_batch_size(batch_size: int, replicas: int, studies: int) -> None:
+    if batch_size * replicas > studies:
+        raise ConfigError(f"batch size {batch_size * replicas} is larger than the {studies} training "
+                          f"studies; use --batch-size {max(1, studies // replicas)} or less")
+
+
+def resolve_execution(config: FitConfig, recipe: Recipe, log, total_steps: int | None = None) -> tuple[str, str]:
     """Concrete precision and jit for the run (config.json records these, so a resume matches).
+
+    `total_steps` (the run's training steps) lets a run too short to repay the timing probe skip it.
 
     Workers of a multi-worker run must build the same graph, so on CPUs they skip the per-machine
     timing probe and take the baseline (float32 without XLA unless asked otherwise).
@@ -116,7 +127,8 @@ def resolve_execution(config: FitConfig, recipe: Recipe, log) -> tuple[str, str]
     else:
         key = {"model": config.model, "options": config.model_options, "views": recipe.views,
                "classes": len(recipe.class_names), "size": [config.image_height, config.image_width]}
-        precision, jit = execution.choose(config.precision, config.jit, recipe.build, key, config.batch_size, log)
+        precision, jit = execution.choose(config.precision, config.jit, recipe.build, key, config.batch_size, log,
+                                          total_steps=total_steps)
     return precision, "on" if jit else "off"
 
 
@@ -136,9 +148,7 @@ def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocess
         raise ConfigError(f"too few studies ({len(train_split)} train, {len(val_split)} validation) for training")
     num_classes = len(recipe.class_names)
     y_train, y_val = train_split.task_labels(recipe.task), val_split.task_labels(recipe.task)
-    if config.batch_size * replicas > len(y_train):
-        raise ConfigError(f"batch size {config.batch_size * replicas} is larger than the {len(y_train)} training "
-                          f"studies; use --batch-size {max(1, len(y_train) // replicas)} or less")
+    check_batch_size(config.batch_size, replicas, len(y_train))
     batching = BatchConfig(batch_size=config.batch_size * replicas, deterministic=config.deterministic,
                            balanced=config.sampling == "balanced")
     steps = math.ceil(len(y_train) / batching.batch_size)
