@@ -3,7 +3,7 @@
 Runs under a separate interpreter that has torch, torchvision and MONAI (never tfbonemet's venv:
 TensorFlow and torch 2.x in one process segfault, and the package must not depend on torch):
 
-    python3 -m venv /work/torchenv && /work/torchenv/bin/pip install torch torchvision monai
+    python3 -m venv /work/torchenv && /work/torchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 monai
 
 Counterparts: MONAI DenseNet121; torchvision VGG16 (conv base), ResNet50, InceptionV3 and
 EfficientNetV2-S with tfbonemet's heads; plain-torch replicas of two_view_net, Dscint and Xception
