@@ -3,6 +3,6 @@
 Importing this package loads no Keras: builders are imported when a model is built. Loading a
 saved model needs the custom layers registered first: `tfbonemet.load_model` does that.
 """
-from tfbonemet.models.registry import MODELS, build_model, gradcam_layers, input_convention
+from tfbonemet.models.registry import MODELS, all_layers, build_model, gradcam_layers, input_convention
 
-__all__ = ["MODELS", "build_model", "gradcam_layers", "input_convention"]
+__all__ = ["MODELS", "all_layers", "build_model", "gradcam_layers", "input_convention"]

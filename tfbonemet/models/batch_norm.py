@@ -2,8 +2,8 @@
 
 Keras 3 normalises with separate moment, subtract, scale and shift ops, each a full pass over the
 feature maps and again in the gradient. TensorFlow's FusedBatchNormV3 (oneDNN on CPUs) does it in
-one: on 2 CPU cores a DenseNet121 training step took 1.35x less time, two_view_net 1.26x
-(float32), and under mixed_bfloat16 DenseNet121 1.7x less (bench/README.md). `fuse_batch_norm`
+one: on 2 CPU cores a training step of two_view_net took 1.26x less time, DenseNet121 1.17x
+(float32), and under mixed_bfloat16 1.68x and 2.11x less (bench/bench_batch_norm.py, bench/README.md). `fuse_batch_norm`
 swaps the layers of a built model, keras.applications backbones included, for this module's
 `BatchNormalization`: the same weights, config and semantics (biased batch variance in the moving
 average), and Keras' own ops where the fused kernel does not apply: other backends, masks, renorm,
@@ -13,6 +13,8 @@ because `.weights.h5` files key variables by it: weights saved with either layer
 from __future__ import annotations
 
 import keras
+
+from tfbonemet.models.registry import all_layers
 
 
 @keras.saving.register_keras_serializable(package="tfbonemet")
@@ -49,7 +51,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
 def fuse_batch_norm(model: keras.Model) -> keras.Model:
     """A copy of `model` (nested models too) whose BatchNormalization layers are fused, weights kept."""
-    if not any(type(layer) is keras.layers.BatchNormalization for layer in _all_layers(model)):
+    if not any(type(layer) is keras.layers.BatchNormalization for layer in all_layers(model)):
         return model
 
     def clone(layer):
@@ -59,10 +61,3 @@ def fuse_batch_norm(model: keras.Model) -> keras.Model:
     fused = keras.models.clone_model(model, clone_function=clone, recursive=True)
     fused.set_weights(model.get_weights())
     return fused
-
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)

@@ -112,3 +112,11 @@ def build_model(name: str, backbone_weights=None, freeze_backbone: bool = False,
     if freeze_backbone:
         finetune.freeze_backbone(model)
     return model
+
+
+def all_layers(model):
+    """Every layer of `model`, the layers of nested models (a shared backbone, say) included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)

@@ -68,7 +68,9 @@ def float32_copy(model):
     """
     import keras
 
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
+    from tfbonemet.models import all_layers
+
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in all_layers(model)):
         return model
 
     def float32_policies(node):
@@ -82,13 +84,6 @@ def float32_copy(model):
     clone = keras.saving.deserialize_keras_object(float32_policies(keras.saving.serialize_keras_object(model)))
     clone.set_weights(model.get_weights())
     return clone
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def _is_policy(value) -> bool:
