@@ -95,8 +95,8 @@ def test_rescale_applied_and_negatives_clipped(tmp_path, phantom_studies):
 def test_study_key_and_patient_hash_hide_identifiers(tmp_path, phantom_studies):
     write_dataset(phantom_studies[:1], tmp_path)
     ds = pydicom.dcmread(next(tmp_path.glob("*.dcm")))
-    study, = dicom.read_studies([tmp_path], salt="site-a")
-    other, = dicom.read_studies([tmp_path], salt="site-b")
+    study, = dicom.read_studies([tmp_path], secret="site-a")
+    other, = dicom.read_studies([tmp_path], secret="site-b")
     assert study.study_key not in (ds.StudyInstanceUID, str(ds.PatientID))
     assert study.study_key == dicom.study_key_for_uid(ds.StudyInstanceUID, "site-a") != other.study_key
     assert study.patient_hash != other.patient_hash

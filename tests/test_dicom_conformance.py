@@ -71,9 +71,9 @@ def test_report_and_overlays_join_the_source_study(study, tmp_path, split_views)
 def test_pseudonymous_results_carry_no_identifier(study, tmp_path):
     paths = write_study(study, tmp_path / "source")
     [source] = [pydicom.dcmread(p) for p in paths]
-    results = [dicom_results.structured_report([source], RESULT, deidentify=True, salt="site-a"),
+    results = [dicom_results.structured_report([source], RESULT, deidentify=True, secret="site-a"),
                *dicom_results.overlay_captures({"anterior": _overlay(study.anterior.shape)}, {"anterior": (source, 1)},
-                                               deidentify=True, salt="site-a")]
+                                               deidentify=True, secret="site-a")]
     written = [dicom_results.save(ds, tmp_path / f"pseudo-{i}.dcm") for i, ds in enumerate(results)]
     assert_conformant(written)
     identifiers = [str(source.PatientName), source.PatientID, source.PatientBirthDate, source.StudyDate,
@@ -83,9 +83,9 @@ def test_pseudonymous_results_carry_no_identifier(study, tmp_path):
         assert not [i for i in identifiers if i.encode() in raw], path.name
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES" and ds.PatientID.startswith("TFBM-")
-    again = dicom_results.structured_report([source], RESULT, deidentify=True, salt="site-a")
-    other_salt = dicom_results.structured_report([source], RESULT, deidentify=True, salt="site-b")
-    assert again.StudyInstanceUID == results[0].StudyInstanceUID != other_salt.StudyInstanceUID
+    again = dicom_results.structured_report([source], RESULT, deidentify=True, secret="site-a")
+    other_secret = dicom_results.structured_report([source], RESULT, deidentify=True, secret="site-b")
+    assert again.StudyInstanceUID == results[0].StudyInstanceUID != other_secret.StudyInstanceUID
 
 
 def test_multiclass_report_names_each_class(study, tmp_path):

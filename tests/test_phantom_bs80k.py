@@ -11,7 +11,7 @@ from tfbonemet.cli import cli
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom, Lesion
 from tfbonemet.data.phantom import bs80k
 from tfbonemet.errors import DataError
-from tfbonemet.io.pseudonym import PHANTOM_MARKER
+from tfbonemet.data.provenance import PHANTOM_MARKER
 
 N = 10
 FOLDERS = ("chestRANT", "chestRPOST", "chestLANT", "chestLPOST")

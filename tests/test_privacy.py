@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import FakeIdentity, write_dataset
-from tfbonemet.io.pseudonym import salted_patient_hash
+from tfbonemet.io.pseudonym import keyed_hash
 from tfds_builders.bone_scintigraphy.bone_scintigraphy_dataset_builder import Builder
 
 IDENTITY = FakeIdentity(patient_name="QUIXOTE^ALONSO", patient_id="MRN-73519-QX",
@@ -20,7 +20,7 @@ def built(tmp_path_factory):
     phantom = BoneScanPhantom(shape=(64, 16), seed=11)
     write_dataset([phantom.study(i, label=i % 2) for i in range(10)], source, identity=IDENTITY)
     data_dir = tmp_path_factory.mktemp("tfds")
-    builder = Builder(config="binary", data_dir=str(data_dir), salt="site-secret")
+    builder = Builder(config="binary", data_dir=str(data_dir), secret="site-secret")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(source)))
     return source, data_dir, builder
 
@@ -51,4 +51,4 @@ def test_records_carry_the_salted_hash(built):
     _, _, builder = built
     hashes = {ex["patient_hash"].decode() for split in builder.info.splits
               for ex in tfds.as_numpy(builder.as_dataset(split=split))}
-    assert hashes == {salted_patient_hash(IDENTITY.patient_id, "site-secret")}
+    assert hashes == {keyed_hash(IDENTITY.patient_id, "site-secret")}

@@ -12,7 +12,7 @@ from tfbonemet.data import sources
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
 from tfbonemet.errors import DataError
-from tfbonemet.io import images
+from tfbonemet.io.discovery import read_view
 
 DUMMY = Path(__file__).parents[1] / "tfds_builders" / "bone_scintigraphy" / "dummy_data"
 
@@ -52,7 +52,7 @@ def test_unrecognised_directory(tmp_path):
 
 
 def test_dicom_layout_records_and_pixels(dicom_dir, studies):
-    records = sources.read_source(dicom_dir, salt="s")
+    records = sources.read_source(dicom_dir, secret="s")
     assert len(records) == len(studies)
     by_label = sorted(r.label for r in records)
     assert by_label == sorted(s.class_name for s in studies)
@@ -170,16 +170,16 @@ def test_one_image_reader_keeps_16_bit_greys_equal_channels_and_refuses_colour(t
     grey = np.tile(np.arange(24, dtype=np.uint8) * 10, (32, 1))
     Image.fromarray(np.stack([grey] * 3, axis=-1)).save(tmp_path / "grey-rgb.png")
     Image.fromarray(np.full((32, 24, 3), (255, 0, 0), np.uint8)).save(tmp_path / "red.png")
-    assert images.read_view(tmp_path / "deep.png").max() == 40000
-    np.testing.assert_array_equal(images.read_view(tmp_path / "grey-rgb.png"), grey)
+    assert read_view(tmp_path / "deep.png").max() == 40000
+    np.testing.assert_array_equal(read_view(tmp_path / "grey-rgb.png"), grey)
     with pytest.raises(DataError, match=r"red\.png: is a colour image"):
-        images.read_view(tmp_path / "red.png")
+        read_view(tmp_path / "red.png")
 
 
 def test_read_image_not_an_image(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"x\.png: not a readable image"):
-        images.read_view(tmp_path / "x.png")
+        read_view(tmp_path / "x.png")
 
 
 def test_malformed_lesion_file(dicom_dir):
@@ -195,7 +195,7 @@ def test_malformed_lesion_file(dicom_dir):
 def test_read_view_decodes_real_compressed_nm_dicom():
     from pydicom.data import get_testdata_file
 
-    image = images.read_view(Path(get_testdata_file("JPEG2000.dcm")))
+    image = read_view(Path(get_testdata_file("JPEG2000.dcm")))
     assert image.dtype == np.uint16 and image.shape == (1024, 256) and image.min() == 0
 
 
@@ -226,8 +226,8 @@ def test_pseudonyms_are_keyed_hashes_and_a_missing_secret_is_loud(monkeypatch, c
 
     from tfbonemet.io import pseudonym
 
-    assert pseudonym.salted_patient_hash("MRN-1", "site") == hmac.new(b"site", b"MRN-1", hashlib.sha256).hexdigest()[:16]
-    assert pseudonym.salted_patient_hash("MRN-1", "site") != pseudonym.salted_patient_hash("MRN-1", "other")
+    assert pseudonym.keyed_hash("MRN-1", "site") == hmac.new(b"site", b"MRN-1", hashlib.sha256).hexdigest()[:16]
+    assert pseudonym.keyed_hash("MRN-1", "site") != pseudonym.keyed_hash("MRN-1", "other")
     for name in ("TFBONEMET_SECRET", "TFBONEMET_SECRET_FILE", "TFBONEMET_SALT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(pseudonym, "_warned", False)

@@ -8,7 +8,7 @@ import pytest
 
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.splits import assign_folds, assign_splits
-from tfbonemet.io.pseudonym import salted_patient_hash
+from tfbonemet.io.pseudonym import keyed_hash
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def follow_up_studies():
     rng = np.random.default_rng(0)
     patients = np.repeat(np.arange(40), rng.integers(1, 4, 40))[:80]
     studies = [phantom.study(i, patient=int(p)) for i, p in enumerate(patients)]
-    keys = [salted_patient_hash(s.patient_id, "test") for s in studies]
+    keys = [keyed_hash(s.patient_id, "test") for s in studies]
     labels = [int(s.is_metastatic) for s in studies]
     return keys, labels, studies
 
@@ -88,7 +88,7 @@ def test_folds_keep_patients_whole_and_balanced(follow_up_studies):
         assign_folds(keys, labels, folds=1)
 
 
-def test_salted_patient_hash_is_stable_and_salt_dependent():
-    assert salted_patient_hash("FAKE-1", "a") == salted_patient_hash("FAKE-1", "a")
-    assert salted_patient_hash("FAKE-1", "a") != salted_patient_hash("FAKE-1", "b")
-    assert "FAKE" not in salted_patient_hash("FAKE-1", "a")
+def test_keyed_hash_is_stable_and_secret_dependent():
+    assert keyed_hash("FAKE-1", "a") == keyed_hash("FAKE-1", "a")
+    assert keyed_hash("FAKE-1", "a") != keyed_hash("FAKE-1", "b")
+    assert "FAKE" not in keyed_hash("FAKE-1", "a")

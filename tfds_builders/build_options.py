@@ -18,14 +18,14 @@ class BuildOptions:
     """Mixin for a `tfds.core.GeneratorBasedBuilder`; list it first among the bases.
 
     `skip_bad`: leave bad inputs out (their errors collected in `skipped`) instead of stopping at
-    the first; `salt`: the site secret of patient pseudonyms (default: tfbonemet.io.pseudonym's configured
+    the first; `secret`: the site secret of patient pseudonyms (default: tfbonemet.io.pseudonym's configured
     one; real data are refused under the public default unless `allow_public_secret`);
     `split_seed`: for the patient-level split.
     """
 
-    def __init__(self, *, skip_bad: bool = False, salt: str | None = None, allow_public_secret: bool = False,
+    def __init__(self, *, skip_bad: bool = False, secret: str | None = None, allow_public_secret: bool = False,
                  split_seed: int = 0, **kwargs):
-        self._salt = salt
+        self._secret = secret
         self._allow_public_secret = allow_public_secret
         self._split_seed = split_seed
         self.skipped: list[str] = []

@@ -88,7 +88,7 @@ def phantom(out_dir, num_studies, size, layout, difficulty, split_views, seed):
     from tfbonemet.data.phantom import BoneScanPhantom, bs80k
     from tfbonemet.data.phantom_dicom import write_dataset
     from tfbonemet.io.atomic import make_dir
-    from tfbonemet.io.pseudonym import mark_phantom
+    from tfbonemet.data.provenance import mark_phantom
 
     try:
         generator = BoneScanPhantom(shape=size, seed=seed, difficulty=difficulty,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,12 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, NuclearMedicineImageStorage, generate_uid
 
 from tfbonemet.data.phantom import CLASS_NAMES, PhantomStudy
+from tfbonemet.data.provenance import PHANTOM_MANUFACTURER
+from tfbonemet.io.atomic import open_for_write, write_text
+from tfbonemet.vocab import ANTERIOR, POSTERIOR, VIEWS
 
 NM_IMAGE_STORAGE = NuclearMedicineImageStorage
-VIEW_CODES = {"anterior": codes.SCT.AnteriorProjection, "posterior": codes.SCT.PosteriorProjection}
+VIEW_CODES = {ANTERIOR: codes.SCT.AnteriorProjection, POSTERIOR: codes.SCT.PosteriorProjection}
 LABELS_CSV = "labels.csv"
 LESIONS_JSON = "lesions.json"
 ENERGY_WINDOW_KEV = (126.0, 154.0)  # Tc-99m photopeak, 140 keV +- 10 %
@@ -73,7 +75,7 @@ def _base_dataset(study: PhantomStudy, identity: FakeIdentity, views: tuple[str,
     ds.StudyID = study.study_id[-8:]
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
-    ds.Manufacturer = "tfbonemet phantom"
+    ds.Manufacturer = PHANTOM_MANUFACTURER
     ds.StudyDescription = "SYNTHETIC WHOLE BODY BONE SCAN"
     ds.SeriesDescription = "WB ANT/POST"
     ds.SeriesNumber = 1
@@ -129,7 +131,7 @@ def _base_dataset(study: PhantomStudy, identity: FakeIdentity, views: tuple[str,
 def _detector_item(view: str, rows: int, columns: int, spacing: float) -> Dataset:
     """One detector per view. Anterior is seen from the front (the patient's right on the image left),
     posterior from behind (the patient's left on the image left), as acquired."""
-    sign = 1 if view == "anterior" else -1  # LPS: +x towards the patient's left, +y posterior, +z head
+    sign = 1 if view == ANTERIOR else -1  # LPS: +x towards the patient's left, +y posterior, +z head
     item = Dataset()
     item.CollimatorType = "PARA"
     item.CollimatorGridName = "LEHR"
@@ -148,9 +150,8 @@ def _save(ds: Dataset, path: Path) -> None:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
     ds.preamble = b"\0" * 128
-    tmp = path.with_name(path.name + ".part")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with open_for_write(path) as fh:
+        ds.save_as(fh, enforce_file_format=True)
 
 
 def write_study(study: PhantomStudy, out_dir: str | Path, split_views: bool = False,
@@ -158,8 +159,7 @@ def write_study(study: PhantomStudy, out_dir: str | Path, split_views: bool = Fa
     """Write one study; returns the file paths (one two-frame file, or one file per view)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    layouts = [(f"{v[:4].upper()}", (v,)) for v in ("anterior", "posterior")] if split_views else [("", (
-        "anterior", "posterior"))]
+    layouts = [(f"{v[:4].upper()}", (v,)) for v in VIEWS] if split_views else [("", VIEWS)]
     paths = []
     for number, (suffix, views) in enumerate(layouts, start=1):
         ds = _base_dataset(study, identity, views)
@@ -185,13 +185,9 @@ def write_dataset(studies, out_dir: str | Path, split_views: bool = False,
                          "patient_id": identity.patient_id or study.patient_id,
                          "label": CLASS_NAMES[study.label]})
         lesions[uid] = [dataclasses.asdict(lesion) for lesion in study.lesions]
-    tmp = out_dir / (LABELS_CSV + ".part")
-    with open(tmp, "w", newline="") as fh:
+    with open_for_write(out_dir / LABELS_CSV, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["file", "study_instance_uid", "patient_id", "label"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, out_dir / LABELS_CSV)
-    tmp = out_dir / (LESIONS_JSON + ".part")
-    tmp.write_text(json.dumps(lesions, indent=1))
-    os.replace(tmp, out_dir / LESIONS_JSON)
+    write_text(out_dir / LESIONS_JSON, json.dumps(lesions, indent=1))
     return out_dir

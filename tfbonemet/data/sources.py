@@ -22,18 +22,19 @@ from typing import Callable
 import numpy as np
 
 from tfbonemet.data.phantom_dicom import LABELS_CSV, LESIONS_JSON
+from tfbonemet.data.provenance import secret_for_build
 from tfbonemet.errors import DataError
-from tfbonemet.io import dicom, images
-from tfbonemet.io.discovery import bs80k_pairs, dicom_files
-from tfbonemet.io.pseudonym import salted_patient_hash, secret_for_build, study_key_for_uid
-from tfbonemet.vocab import CLASS_NAMES
+from tfbonemet.io import dicom
+from tfbonemet.io.discovery import read_named_views
+from tfbonemet.io.files import bs80k_pairs, dicom_files
+from tfbonemet.io.pseudonym import keyed_hash, study_key_for_uid
+from tfbonemet.vocab import ANTERIOR, CLASS_NAMES, NO_METASTASIS, POSITIVE_CLASS, POSTERIOR, VIEWS
 
 MANIFEST_CSV = "manifest.csv"
-NO_METASTASIS = "no_metastasis"  # a binary-only label (BS-80K 0): not metastatic, other findings unknown
-LABEL_NAMES = CLASS_NAMES + (NO_METASTASIS,)
-LESION_KINDS = ("metastasis", "arthritis", "thyroid")
+LABEL_NAMES = CLASS_NAMES + (NO_METASTASIS,)  # NO_METASTASIS: a binary-only label (BS-80K 0), other findings unknown
+LESION_KINDS = (POSITIVE_CLASS, "arthritis", "thyroid")
 LESION_FIELDS = ("kind", "box_anterior", "box_posterior")
-BS80K_LABELS = {"0": NO_METASTASIS, "1": "metastasis"}
+BS80K_LABELS = {"0": NO_METASTASIS, "1": POSITIVE_CLASS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StudyRecord:
 
     @property
     def is_metastatic(self) -> bool:
-        return self.label == "metastasis"
+        return self.label == POSITIVE_CLASS
 
 
 def detect_layout(manual_dir: Path) -> str:
@@ -84,18 +85,18 @@ def report(on_bad: OnBad | None, error: DataError) -> None:
     on_bad(error)
 
 
-def read_source(manual_dir: str | Path, salt: str | None = None, on_bad: OnBad | None = None,
+def read_source(manual_dir: str | Path, secret: str | None = None, on_bad: OnBad | None = None,
                 allow_public_secret: bool = False) -> list[StudyRecord]:
     """Index every labelled study in `manual_dir`, whatever its layout.
 
-    `salt` is the site secret of the pseudonyms (default: the configured one); real data are refused
-    under the public default unless `allow_public_secret` (tfbonemet.io.pseudonym.secret_for_build).
+    `secret` is the site secret of the pseudonyms (default: the configured one); real data are refused
+    under the public default unless `allow_public_secret` (tfbonemet.data.provenance.secret_for_build).
     """
     manual_dir = Path(manual_dir)
     layout = detect_layout(manual_dir)
-    salt = secret_for_build(manual_dir, salt, allow_public_secret)
+    secret = secret_for_build(manual_dir, secret, allow_public_secret)
     readers = {"dicom": _dicom_records, "manifest": _manifest_records, "bs80k": _bs80k_records}
-    records = readers[layout](manual_dir, salt, on_bad)
+    records = readers[layout](manual_dir, secret, on_bad)
     if not records:
         raise DataError(f"{manual_dir}: no labelled studies found")
     return records
@@ -145,27 +146,27 @@ def _normalised_box(box, shape) -> np.ndarray:
     return np.clip(np.array(box, np.float64) / [height, width, height, width], 0.0, 1.0)
 
 
-def _load_dicom_study(files: list[Path], salt: str, lesions: list[dict], on_bad: OnBad | None) -> dict:
+def _load_dicom_study(files: list[Path], secret: str, lesions: list[dict], on_bad: OnBad | None) -> dict:
     """Both views of one study; with `on_bad`, a bad file (say a report filed in the study) is left out."""
-    found = dicom.read_studies(files, salt=salt, skip_bad=on_bad is not None,
+    found = dicom.read_studies(files, secret=secret, skip_bad=on_bad is not None,
                                on_skip=lambda path, why: on_bad(DataError(f"{path}: {why}")))
     if len(found) != 1:
         raise DataError(f"{', '.join(map(str, files))}: no usable image left in this study")
     study = found[0]
     if not study.is_two_view:
-        missing = "anterior" if study.anterior is None else "posterior"
+        missing = ANTERIOR if study.anterior is None else POSTERIOR
         raise DataError(f"{', '.join(map(str, files))}: study has no {missing} view")
-    boxes = [{"anterior": _normalised_box(lesion["box_anterior"], study.anterior.shape),
-              "posterior": _normalised_box(lesion["box_posterior"], study.posterior.shape),
+    views = {ANTERIOR: study.anterior, POSTERIOR: study.posterior}
+    boxes = [{**{view: _normalised_box(lesion[f"box_{view}"], views[view].shape) for view in VIEWS},
               "kind": lesion["kind"]} for lesion in lesions]
-    return {"anterior": study.anterior, "posterior": study.posterior, "lesion_boxes": boxes}
+    return {**views, "lesion_boxes": boxes}
 
 
-def _read_lesions(path: Path, salt: str) -> dict[str, list[dict]]:
+def _read_lesions(path: Path, secret: str) -> dict[str, list[dict]]:
     """lesions.json ({StudyInstanceUID: [{kind, box_anterior, box_posterior, ...}]}) keyed by study key."""
     try:
         raw = json.loads(path.read_text())
-        lesions = {study_key_for_uid(uid, salt): [{f: lesion[f] for f in LESION_FIELDS} for lesion in found]
+        lesions = {study_key_for_uid(uid, secret): [{f: lesion[f] for f in LESION_FIELDS} for lesion in found]
                    for uid, found in raw.items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise DataError(f"{path}: not a lesion list as phantom_dicom writes it ({type(exc).__name__}: {exc})") from None
@@ -176,33 +177,41 @@ def _read_lesions(path: Path, salt: str) -> dict[str, list[dict]]:
     return lesions
 
 
-def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
+def _dicom_records(manual_dir: Path, secret: str, on_bad: OnBad | None) -> list[StudyRecord]:
     labels_path = manual_dir / LABELS_CSV
     rows = read_csv(labels_path, required=("label",), one_of=("file", "study_instance_uid"))
-    files_of, patient_of, key_of_file = {}, {}, {}
-    for path in dicom_files([manual_dir]):
-        identity = attempt(on_bad, dicom.read_identity, path, salt)
-        key_of_file[path] = identity and identity[0]  # None: unreadable, already reported
-        if identity:
-            files_of.setdefault(identity[0], []).append(path)
-            patient_of[identity[0]] = identity[1]
-    lesions = _read_lesions(manual_dir / LESIONS_JSON, salt) if (manual_dir / LESIONS_JSON).is_file() else {}
+    key_of_file: dict[Path, str | None] = {}
+
+    def unreadable(path: Path, error: DataError) -> None:
+        key_of_file[path] = None  # reported here, and left out
+        report(on_bad, error)
+
+    groups = dicom.group_by_study(dicom_files([manual_dir]), on_unreadable=unreadable)
+    files_of = {study_key_for_uid(uid, secret): files for uid, files in groups.items()}
+    key_of_file.update({path: key for key, files in files_of.items() for path in files})
+    patient_of = {}
+    lesions = _read_lesions(manual_dir / LESIONS_JSON, secret) if (manual_dir / LESIONS_JSON).is_file() else {}
 
     def label_row(line: int, row: dict) -> tuple[str, str, str, str] | None:
         where = f"{labels_path}:{line}"
         if row.get("file"):
             path = existing_file(manual_dir, row["file"], where)
             if path not in key_of_file:  # a file the folder walk does not take for DICOM
-                key_of_file[path] = dicom.read_identity(path, salt)[0]
+                key_of_file[path] = dicom.read_identity(path, secret)[0]
             key = key_of_file[path]
             if key is None:
                 return None
         else:
-            key = study_key_for_uid(row.get("study_instance_uid", ""), salt)
+            key = study_key_for_uid(row.get("study_instance_uid", ""), secret)
         if key not in files_of:
             raise DataError(f"{where}: no readable DICOM file in {manual_dir} belongs to the study on this line")
         label = parse_label(row["label"], where)
-        patient = salted_patient_hash(row["patient_id"], salt) if row.get("patient_id") else patient_of[key]
+        if row.get("patient_id"):
+            patient = keyed_hash(row["patient_id"], secret)
+        else:
+            if key not in patient_of:
+                patient_of[key] = dicom.read_identity(files_of[key][-1], secret)[1]
+            patient = patient_of[key]
         return key, label, patient, where
 
     labelled: dict[str, tuple[str, str, str]] = {}
@@ -214,7 +223,7 @@ def _dicom_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
         labelled.setdefault(key, (label, patient, where))
     return [StudyRecord(key, patient, label,
                         lambda files=files_of[key], found=lesions.get(key, []):
-                        _load_dicom_study(files, salt, found, on_bad))
+                        _load_dicom_study(files, secret, found, on_bad))
             for key, (label, patient, _) in sorted(labelled.items())]
 
 
@@ -242,12 +251,10 @@ def _bs80k_labels(folder: Path, on_bad: OnBad | None) -> dict[str, str]:
 
 
 def _load_pair(paths: tuple[Path, Path], where: str) -> dict:
-    views = {"anterior": images.read_view(paths[0], "anterior"), "posterior": images.read_view(paths[1], "posterior")}
-    images.check_pair(where, views)
-    return {**views, "lesion_boxes": []}
+    return {**read_named_views(list(paths), VIEWS, where), "lesion_boxes": []}
 
 
-def _bs80k_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
+def _bs80k_records(manual_dir: Path, secret: str, on_bad: OnBad | None) -> list[StudyRecord]:
     records = []
     for ant_dir, post_dir in bs80k_pairs(manual_dir):
         ant, post = _bs80k_labels(ant_dir, on_bad), _bs80k_labels(post_dir, on_bad)
@@ -256,18 +263,18 @@ def _bs80k_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[St
             report(on_bad, DataError(f"{listed / name}: has no matching file listed in {other}"))
         region = ant_dir.name[:-3]
         for name in sorted(set(ant) & set(post)):
-            label = "metastasis" if "metastasis" in (ant[name], post[name]) else NO_METASTASIS
+            label = POSITIVE_CLASS if POSITIVE_CLASS in (ant[name], post[name]) else NO_METASTASIS
             paths = (ant_dir / name, post_dir / name)
             where = f"{paths[0]}, {paths[1]}"
             records.append(StudyRecord(
-                salted_patient_hash(f"bs80k:{region}:{name}", salt), salted_patient_hash(Path(name).stem, salt),
+                keyed_hash(f"bs80k:{region}:{name}", secret), keyed_hash(Path(name).stem, secret),
                 label, lambda paths=paths, where=where: _load_pair(paths, where)))
     return records
 
 
 # ------------------------------------------------------------------ layout (c): manifest.csv
 
-def _manifest_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list[StudyRecord]:
+def _manifest_records(manual_dir: Path, secret: str, on_bad: OnBad | None) -> list[StudyRecord]:
     manifest = manual_dir / MANIFEST_CSV
 
     def record(line: int, row: dict) -> StudyRecord:
@@ -275,8 +282,8 @@ def _manifest_records(manual_dir: Path, salt: str, on_bad: OnBad | None) -> list
         paths = (existing_file(manual_dir, row["anterior"], where), existing_file(manual_dir, row["posterior"], where))
         if not row["patient_id"]:
             raise DataError(f"{where}: empty patient_id")
-        return StudyRecord(salted_patient_hash(f"manifest:{row['anterior']}:{row['posterior']}", salt),
-                           salted_patient_hash(row["patient_id"], salt), parse_label(row["label"], where),
+        return StudyRecord(keyed_hash(f"manifest:{row['anterior']}:{row['posterior']}", secret),
+                           keyed_hash(row["patient_id"], secret), parse_label(row["label"], where),
                            lambda: _load_pair(paths, where))
 
     rows = read_csv(manifest, required=("anterior", "posterior", "label", "patient_id"))
@@ -291,7 +298,7 @@ BOX_COLUMNS = ("ymin", "xmin", "ymax", "xmax")
 def read_crop_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]:
     """`file` -> crop box from a CSV of `file, ymin, xmin, ymax, xmax` (fractions of height and width).
 
-    Boxes for preprocess.crop_box, e.g. thoracic regions drawn by a reader on each study.
+    Per-study crop boxes, for example the thoracic region a reader drew on each study.
     """
     path = Path(path)
     boxes = {}

@@ -10,14 +10,15 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom
 from tfbonemet.data.splits import assign_splits
-from tfbonemet.io.pseudonym import salted_patient_hash
+from tfbonemet.io.atomic import open_for_write
+from tfbonemet.io.pseudonym import keyed_hash
+from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS, POSTERIOR
 
 CACHE_VERSION = 7  # bump when the phantom's rendering changes
 
@@ -81,13 +82,13 @@ def render(spec: SyntheticSpec, progress=None) -> StudyArrays:
         post.append(study.posterior)
         labels.append(study.label)
         keys.append(study.study_id)
-        patients.append(salted_patient_hash(study.patient_id, salt=f"phantom-{spec.seed}"))
-        boxes.append([list(lesion.box_anterior) for lesion in study.lesions if lesion.kind == "metastasis"])
+        patients.append(keyed_hash(study.patient_id, f"phantom-{spec.seed}"))
+        boxes.append([list(lesion.box_anterior) for lesion in study.lesions if lesion.kind == POSITIVE_CLASS])
         if progress is not None:
             progress(i + 1)
     labels = np.array(labels, np.int64)
     patients = np.array(patients)
-    binary = (labels == CLASS_NAMES.index("metastasis")).astype(int)
+    binary = (labels == CLASS_NAMES.index(POSITIVE_CLASS)).astype(int)
     split = assign_splits(patients, binary, seed=spec.seed)
     return StudyArrays(np.stack(ant), np.stack(post), labels, patients, split, boxes, np.array(keys))
 
@@ -104,23 +105,16 @@ def load_or_render(spec: SyntheticSpec, log=print) -> StudyArrays:
         log(f"Using cached synthetic dataset {path} ({spec.num_studies} studies)")
         with np.load(path, allow_pickle=False) as data:
             boxes = json.loads(str(data["lesion_boxes"]))
-            _LOADED[path] = StudyArrays(data["anterior"], data["posterior"], data["labels"],
+            _LOADED[path] = StudyArrays(data[ANTERIOR], data[POSTERIOR], data["labels"],
                                         data["patient_hash"], data["split"], boxes, data["study_key"])
         return _LOADED[path]
     log(f"Rendering {spec.num_studies} synthetic bone-scan studies ({spec.height}x{spec.width} per view) ...")
     arrays = render(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.part")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, anterior=arrays.anterior, posterior=arrays.posterior, labels=arrays.labels,
-                     patient_hash=arrays.patient_hash, split=arrays.split, study_key=arrays.study_key,
-                     lesion_boxes=np.array(json.dumps(arrays.lesion_boxes)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with open_for_write(path) as fh:
+        np.savez(fh, anterior=arrays.anterior, posterior=arrays.posterior, labels=arrays.labels,
+                 patient_hash=arrays.patient_hash, split=arrays.split, study_key=arrays.study_key,
+                 lesion_boxes=np.array(json.dumps(arrays.lesion_boxes)))
     log(f"Cached at {path}")
     _LOADED[path] = arrays
     return arrays

@@ -1,17 +1,20 @@
 """Writing files so that nothing is half-written and everything is readable by others.
 
 Every file goes to a temporary name in its own folder and is renamed into place (an atomic step
-on one file system), so a killed process leaves either the old file or the new one. Files get
-0644 and folders 0755 whatever the umask of tempfile's 0600/0700 defaults: a model server
-running as another user must be able to read an export.
+on one file system), so a killed process leaves either the old file or the new one: whole files
+through `write_bytes`/`write_text`/`write_json`, streamed ones (a DICOM file, an image, an .npz)
+through `open_for_write`. Files get 0644 and folders 0755 whatever the umask of tempfile's
+0600/0700 defaults: a model server running as another user must be able to read an export.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import IO, Iterator
 
 from tfbonemet.errors import ConfigError
 
@@ -41,20 +44,44 @@ def make_dir(path, exist_ok: bool = True) -> Path:
     return path
 
 
-def write_bytes(path, data: bytes) -> Path:
+@contextlib.contextmanager
+def open_for_write(path, mode: str = "wb", **options) -> Iterator[IO]:
+    """A file object to stream `path` into (`mode` "wb" or "w"; `options` go to `open`).
+
+    It is written under a hidden temporary name beside `path`; when the block ends it is flushed to
+    disk, made 0644 and renamed into place. If the block raises, the temporary file is removed and
+    `path` is left as it was; a failure to write is a ConfigError naming `path`.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"open_for_write writes a new file: mode 'wb' or 'w', not {mode!r}")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{PART}")
+    tmp = None
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=PART)
+        tmp = Path(name)
+        with open(fd, mode, **options) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True) if tmp.parent.exists() else None
+        _discard(tmp)
         _fail(path, exc)
-    return path
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: Path | None) -> None:
+    if tmp is not None and tmp.parent.exists():
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path, data: bytes) -> Path:
+    with open_for_write(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def write_text(path, text: str) -> Path:

@@ -4,8 +4,9 @@ Which frame or file is which view comes from the header (the View Code Sequence 
 Information item, Image Type, Series Description), never from frame order. Counts stay integer:
 rescale applied, negatives clipped to 0, stored as uint16 with no 8-bit squashing. Only NM images
 are read (a CT or MR slice would be "predicted" without meaning) unless $TFBONEMET_ANY_MODALITY is set
-(`--any-modality`). Studies are keyed by keyed pseudonyms (tfbonemet.io.pseudonym), so no UID, name
-or ID leaves this module.
+(`--any-modality`). Files are grouped into studies here, by `group_by_study`, for every reader of
+the package. Studies are keyed by keyed pseudonyms (tfbonemet.io.pseudonym), so no name or ID leaves
+this module, and a StudyInstanceUID only as the grouping key that discovery hashes before use.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pydicom
@@ -21,16 +22,15 @@ from pydicom.errors import InvalidDicomError
 
 from tfbonemet.errors import DataError
 from tfbonemet.io import images
-from tfbonemet.io.discovery import dicom_files
-from tfbonemet.io.pseudonym import salted_patient_hash, site_secret, study_key_for_uid
+from tfbonemet.io.files import dicom_files
+from tfbonemet.io.pseudonym import keyed_hash, site_secret, study_key_for_uid
+from tfbonemet.vocab import ANTERIOR, IMAGE, POSTERIOR, VIEWS
 
-VIEWS = ("anterior", "posterior")
-SINGLE_VIEW = "image"
 MODALITIES = ("NM",)
 ANY_MODALITY_ENV = "TFBONEMET_ANY_MODALITY"
 # SNOMED CT codes for the nuclear-medicine projections (DICOM CID 26); the code meaning is matched too
-VIEW_CODE_VALUES = {"399321004": "anterior", "399001007": "posterior"}
-_VIEW_WORDS = {"anterior": re.compile(r"\bANT(ERO|ERIOR)?\b"), "posterior": re.compile(r"\bPOST(ERO|ERIOR)?\b")}
+VIEW_CODE_VALUES = {"399321004": ANTERIOR, "399001007": POSTERIOR}
+_VIEW_WORDS = {ANTERIOR: re.compile(r"\bANT(ERO|ERIOR)?\b"), POSTERIOR: re.compile(r"\bPOST(ERO|ERIOR)?\b")}
 _DETECTOR_VECTOR = 0x00540020
 
 
@@ -81,7 +81,7 @@ def _frame_views(ds, path: Path, frames: int) -> list[str]:
     detectors = list(ds.get("DetectorInformationSequence", []))
     if frames == 1:
         view = (_code_view(detectors[0]) if len(detectors) == 1 else None) or _code_view(ds) or _text_view(ds)
-        return [view or SINGLE_VIEW]
+        return [view or IMAGE]
     vector = ds.get("DetectorVector")
     pointers = ds.get("FrameIncrementPointer")
     pointers = [] if pointers is None else (list(pointers) if ds["FrameIncrementPointer"].VM > 1 else [pointers])
@@ -160,16 +160,25 @@ def _views_of(ds, path: Path, modalities: tuple[str, ...] = MODALITIES) -> dict[
             for view, frame in zip(views, stack) if view}
 
 
-def _identity(ds, path: Path, salt: str) -> tuple[str, str]:
+def _study_uid(ds, path: Path) -> str:
+    """The StudyInstanceUID a file belongs to; a file without one is a study of its own."""
+    return str(ds.get("StudyInstanceUID", "")) or _own_study(path)
+
+
+def _own_study(path: Path) -> str:
+    return f"file:{path.resolve()}"
+
+
+def _identity(ds, path: Path, secret: str) -> tuple[str, str]:
     """(study key, patient hash): pseudonyms of the StudyInstanceUID and PatientID (the study if none)."""
-    uid = str(ds.get("StudyInstanceUID", "")) or f"file:{path.resolve()}"
-    return study_key_for_uid(uid, salt), salted_patient_hash(str(ds.get("PatientID", "")) or uid, salt)
+    uid = _study_uid(ds, path)
+    return study_key_for_uid(uid, secret), keyed_hash(str(ds.get("PatientID", "")) or uid, secret)
 
 
-def read_identity(path: str | Path, salt: str | None = None) -> tuple[str, str]:
+def read_identity(path: str | Path, secret: str | None = None) -> tuple[str, str]:
     """(study key, patient hash) of one file from its header alone, for indexing before decoding."""
     path = Path(path)
-    return _identity(_read_dataset(path, stop_before_pixels=True), path, salt or site_secret())
+    return _identity(_read_dataset(path, stop_before_pixels=True), path, secret or site_secret())
 
 
 def read_views(path: str | Path, modalities: tuple[str, ...] = MODALITIES) -> dict[str, np.ndarray]:
@@ -178,16 +187,36 @@ def read_views(path: str | Path, modalities: tuple[str, ...] = MODALITIES) -> di
     return _views_of(_read_dataset(path), path, modalities)
 
 
-def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | None = None,
+def group_by_study(files: Iterable[Path],
+                   on_unreadable: Callable[[Path, DataError], None] | None = None) -> dict[str, list[Path]]:
+    """The package's one grouping of DICOM files into studies: StudyInstanceUID -> its files, from the
+    headers alone (no pixels decoded). A file without a StudyInstanceUID is a study of its own.
+
+    An unreadable file is passed to `on_unreadable(path, error)` and left out; without it the file is
+    a study of its own, so that reading the study reports it by name. The UIDs are identifiers:
+    hash them (study_key_for_uid) before they leave the reader.
+    """
+    groups: dict[str, list[Path]] = {}
+    for path in map(Path, files):
+        try:
+            uid = _study_uid(_read_dataset(path, stop_before_pixels=True), path)
+        except DataError as exc:
+            if on_unreadable is not None:
+                on_unreadable(path, exc)
+                continue
+            uid = _own_study(path)
+        groups.setdefault(uid, []).append(path)
+    return groups
+
+
+def read_studies(paths: list[str | Path], skip_bad: bool = False, secret: str | None = None,
                  on_skip: Callable[[Path, str], None] | None = None) -> list[DicomStudy]:
-    """Group files and folders (recursively) into studies, pairing views by StudyInstanceUID.
+    """Group files and folders (recursively) into studies (group_by_study) and pair each study's views.
 
     A bad file raises DataError naming it; with `skip_bad` it is passed to `on_skip(path, reason)`
     instead (and, like the rest of its study, left out when the study itself is inconsistent).
     """
-    salt = salt or site_secret()
-    studies: dict[str, DicomStudy] = {}
-    origin: dict[tuple[str, str], Path] = {}
+    secret = secret or site_secret()
     bad: list[tuple[Path, str]] = []
 
     def fail(path: Path, reason: str):
@@ -198,6 +227,16 @@ def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | No
     files = dicom_files(paths)
     if not files:
         raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM files found")
+    studies = [_read_study(group, secret, fail) for group in group_by_study(files).values()]
+    for path, reason in bad:
+        (on_skip or _print_skip)(path, reason)
+    return [study for study in studies if study is not None]
+
+
+def _read_study(files: list[Path], secret: str, fail: Callable[[Path, str], None]) -> DicomStudy | None:
+    """The views of one study's files, paired; None (every file passed to `fail`) if they do not make one study."""
+    study: DicomStudy | None = None
+    origin: dict[str, Path] = {}
     for path in files:
         try:
             ds = _read_dataset(path)
@@ -205,29 +244,28 @@ def read_studies(paths: list[str | Path], skip_bad: bool = False, salt: str | No
         except DataError as exc:
             fail(path, str(exc).removeprefix(f"{path}: "))
             continue
-        key, patient_hash = _identity(ds, path, salt)
-        study = studies.setdefault(key, DicomStudy(key, patient_hash))
-        clash = [view for view in views if (key, view) in origin]
+        if study is None:
+            study = DicomStudy(*_identity(ds, path, secret))
+        clash = [view for view in views if view in origin]
         if clash:
-            fail(path, f"second {clash[0]} view of its study (first: {origin[key, clash[0]]})")
+            fail(path, f"second {clash[0]} view of its study (first: {origin[clash[0]]})")
             continue
         for view, counts in views.items():
             setattr(study, view, counts)
-            origin[key, view] = path
+            origin[view] = path
         study.source_files.append(path)
-    for key, study in list(studies.items()):
-        if study.image is not None and (study.anterior is not None or study.posterior is not None):
-            for path in study.source_files:
-                fail(path, "study mixes a single-view image with anterior/posterior views")
-            del studies[key]
-        elif study.is_two_view and study.anterior.shape != study.posterior.shape:
-            for path in study.source_files:
-                fail(path, f"anterior {study.anterior.shape} and posterior {study.posterior.shape} "
-                           f"views of one study differ in size")
-            del studies[key]
-    for path, reason in bad:
-        (on_skip or _print_skip)(path, reason)
-    return list(studies.values())
+    if study is None:
+        return None
+    if study.image is not None and (study.anterior is not None or study.posterior is not None):
+        for path in study.source_files:
+            fail(path, "study mixes a single-view image with anterior/posterior views")
+        return None
+    if study.is_two_view and study.anterior.shape != study.posterior.shape:
+        for path in study.source_files:
+            fail(path, f"anterior {study.anterior.shape} and posterior {study.posterior.shape} "
+                       f"views of one study differ in size")
+        return None
+    return study
 
 
 def _print_skip(path: Path, reason: str) -> None:

@@ -4,8 +4,8 @@ Both are written with highdicom. By default they join the source study: the pati
 modules are copied from the source images, so `dcentvfy` finds nothing to disagree about and a
 PACS shows them beside the scan. With `deidentify=True` they go into a new pseudonymous study
 instead: names, dates and accession numbers are left empty, the patient ID and every UID are
-salted hashes (the reader's salt, `$TFBONEMET_SALT`), so one source study always maps to the same
-pseudonymous study and nothing links back to the patient without the salt.
+keyed pseudonyms (under the site secret, `$TFBONEMET_SECRET`), so one source study always maps to the
+same pseudonymous study and nothing links back to the patient without the secret.
 
 The report follows TID 1500 (Imaging Measurement Report): one measurement group per class, with
 the class probability, whether the model calls the class present, the algorithm's name and
@@ -25,7 +25,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tfbonemet.io.atomic import write_bytes
-from tfbonemet.io.pseudonym import salted_patient_hash, study_key_for_uid, site_secret as default_salt
+from tfbonemet.io.pseudonym import keyed_hash, site_secret, study_key_for_uid
 from tfbonemet.vocab import ANTERIOR, IMAGE, POSITIVE_CLASS, POSTERIOR
 
 MANUFACTURER = "tfbonemet"
@@ -69,13 +69,13 @@ _PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", 
                   "IssuerOfPatientID", "PatientAge", "PatientSize", "PatientWeight")
 
 
-def pseudonymise(source: Dataset, salt: str | None = None) -> Dataset:
+def pseudonymise(source: Dataset, secret: str | None = None) -> Dataset:
     """A header-only stand-in for a source image in a pseudonymous study: the fields results need
-    (SOP class, image size, modality) with every identifier replaced by a salted hash or left empty."""
-    salt = salt or default_salt()
+    (SOP class, image size, modality) with every identifier replaced by a keyed pseudonym or left empty."""
+    secret = secret or site_secret()
 
     def uid(kind: str, value) -> str:
-        return generate_uid(entropy_srcs=[salt, kind, str(value)])
+        return generate_uid(entropy_srcs=[secret, kind, str(value)])
 
     out = Dataset()
     for keyword in ("SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImageType"):
@@ -84,22 +84,22 @@ def pseudonymise(source: Dataset, salt: str | None = None) -> Dataset:
     out.SOPInstanceUID = uid("instance", source.SOPInstanceUID)
     out.SeriesInstanceUID = uid("series", source.SeriesInstanceUID)
     out.StudyInstanceUID = uid("study", source.StudyInstanceUID)
-    patient = salted_patient_hash(str(source.get("PatientID", "")) or str(source.StudyInstanceUID), salt)
+    patient = keyed_hash(str(source.get("PatientID", "")) or str(source.StudyInstanceUID), secret)
     out.PatientID = f"TFBM-{patient[:16]}"
     out.PatientName = f"PSEUDONYM^{patient[:8]}"
-    out.StudyID = study_key_for_uid(str(source.StudyInstanceUID), salt)[:16]
+    out.StudyID = study_key_for_uid(str(source.StudyInstanceUID), secret)[:16]
     for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
                     "ReferringPhysicianName"):
         setattr(out, keyword, "")
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = "tfbonemet: salted-hash pseudonyms, no names or dates"
+    out.DeidentificationMethod = "tfbonemet: keyed-hash pseudonyms, no names or dates"
     return out
 
 
-def _targets(sources: list[Dataset], deidentify: bool, salt: str | None) -> list[Dataset]:
+def _targets(sources: list[Dataset], deidentify: bool, secret: str | None) -> list[Dataset]:
     if not sources:
         raise ValueError("results need at least one source image")
-    return [pseudonymise(s, salt) for s in sources] if deidentify else sources
+    return [pseudonymise(s, secret) for s in sources] if deidentify else sources
 
 
 def _copy_study(result: Dataset, reference: Dataset) -> None:
@@ -115,9 +115,9 @@ def _copy_study(result: Dataset, reference: Dataset) -> None:
 # ---- Structured Report ----------------------------------------------------------------------------------
 
 def structured_report(sources: list[Dataset], result: ModelResult, deidentify: bool = False,
-                      salt: str | None = None, instance_number: int = 1) -> hd.sr.ComprehensiveSR:
+                      secret: str | None = None, instance_number: int = 1) -> hd.sr.ComprehensiveSR:
     """A TID 1500 report of one study's result, referencing `sources` (the images the model read)."""
-    evidence = _targets(sources, deidentify, salt)
+    evidence = _targets(sources, deidentify, secret)
     rule = ("most probable class" if result.threshold is None else
             f"{POSITIVE_CLASS} if P({POSITIVE_CLASS}) >= operating threshold {result.threshold:g}")
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version,
@@ -186,7 +186,7 @@ def label_view(rgb: np.ndarray, view: str, caption: str = "") -> np.ndarray:
 
 
 def overlay_captures(overlays: dict[str, np.ndarray], sources: dict[str, tuple[Dataset, int]], caption: str = "",
-                     deidentify: bool = False, salt: str | None = None) -> list[hd.sc.SCImage]:
+                     deidentify: bool = False, secret: str | None = None) -> list[hd.sc.SCImage]:
     """One RGB Secondary Capture per view, all in one new series.
 
     `overlays` maps a view to its CAM overlay (uint8 RGB in the view's own pixel grid), `sources`
@@ -199,7 +199,7 @@ def overlay_captures(overlays: dict[str, np.ndarray], sources: dict[str, tuple[D
     for number, (view, rgb) in enumerate(overlays.items(), start=1):
         view = view if view in sources else IMAGE  # a single-view model fed an image that names no view
         source, frame = sources[view]
-        [target] = _targets([source], deidentify, salt)
+        [target] = _targets([source], deidentify, secret)
         pixels = label_view(rgb, view, caption)
         factor = pixels.shape[1] // np.asarray(rgb).shape[1]
         spacing = target.get("PixelSpacing")

@@ -1,8 +1,11 @@
-"""Files and folders -> studies, without reading pixels: the one discovery `data build` and `predict` share.
+"""Files and folders -> studies -> their views: the one path from files to views that `data build`,
+`predict` and the PACS round trip share.
 
-DICOM files are grouped by StudyInstanceUID (headers only) and their views paired from the header
-(tfbonemet.io.dicom); PNG/JPEG images pair as NAME_ant / NAME_post; a BS-80K layout (chestRANT/ +
-chestRPOST/) pairs the same file name in the two view folders. Every study gets a distinct key.
+Discovery reads no pixels: DICOM files are grouped by StudyInstanceUID (headers only,
+tfbonemet.io.dicom.group_by_study) and their views paired from the header; PNG/JPEG images pair as
+NAME_ant / NAME_post; a BS-80K layout (chestRANT/ + chestRPOST/) pairs the same file name in the two
+view folders. Every study gets a distinct key. `load_study` then reads a study's views as a model
+takes them; `read_view` and `read_named_views` read files whose view is known (a manifest row).
 """
 from __future__ import annotations
 
@@ -15,71 +18,19 @@ from typing import Iterable, Protocol
 import numpy as np
 
 from tfbonemet.errors import DataError
-from tfbonemet.io import images
+from tfbonemet.io import dicom, images
+from tfbonemet.io.files import IMAGE_SUFFIXES, bs80k_pairs, dicom_candidate, looks_like_dicom, printable, walk
+from tfbonemet.io.pseudonym import study_key_for_uid
+from tfbonemet.vocab import ANTERIOR, IMAGE, POSTERIOR, VIEWS
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".dic", ".ima"}
-_SKIPPED_SUFFIXES = {".txt", ".csv", ".json"}  # label lists and manifests beside the images
 _VIEW_SUFFIX = re.compile(r"(?i)[_\-. ](ant|anterior|post|posterior)$")
-
-
-def looks_like_dicom(path: Path) -> bool:
-    """A DICOM suffix (not none), or the DICM preamble for any other name."""
-    from pydicom.misc import is_dicom
-
-    return path.suffix.lower() in DICOM_SUFFIXES - {""} or (path.suffix.lower() not in IMAGE_SUFFIXES
-                                                           and is_dicom(path))
-
-
-def walk(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus the visible files inside folders (recursively, sorted)."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    return found
-
-
-def _dicom_candidate(path: Path) -> bool:
-    """A file found in a folder that is read as DICOM: a DICOM suffix (or none), or the DICM preamble."""
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES | _SKIPPED_SUFFIXES or path.name.upper() == "DICOMDIR":
-        return False
-    return suffix in DICOM_SUFFIXES or looks_like_dicom(path)
-
-
-def dicom_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus the DICOM candidates found in folders."""
-    paths = list(map(Path, paths))
-    named = {p for p in paths if p.is_file()}
-    return [f for f in walk(paths) if f in named or _dicom_candidate(f)]
-
-
-def bs80k_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(anterior folder, posterior folder) pairs such as chestRANT/ + chestRPOST/."""
-    pairs = []
-    for ant in sorted(p for p in Path(folder).iterdir() if p.is_dir() and p.name.upper().endswith("ANT")):
-        posterior = ant.with_name(ant.name[:-3] + ("POST" if ant.name.endswith("ANT") else "post"))
-        if posterior.is_dir():
-            pairs.append((ant, posterior))
-    return pairs
-
-
-def printable(name: str) -> str:
-    """A file name as text that any output can hold: undecodable bytes written as \\xNN."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclasses.dataclass
 class StudyFiles:
     """The files of one study, found without reading pixels."""
 
-    kind: str  # "dicom" or "image"
+    kind: str  # "dicom" (files grouped by StudyInstanceUID) or "image" (image files paired by name or folder)
     files: list[Path]
     key: str  # image studies: the file name stem; DICOM: the StudyInstanceUID, hashed before it leaves
     views: tuple[str, ...] = ()  # image studies whose views the folder names (BS-80K): one per file
@@ -99,7 +50,7 @@ def discover(paths: Iterable[str | Path]) -> list[StudyFiles]:
             continue
         if f.suffix.lower() in IMAGE_SUFFIXES:
             loose.append(f)
-        elif f in named or _dicom_candidate(f):
+        elif f in named or dicom_candidate(f):
             dicom.append(f)
     if not dicom and not loose and not paired:
         raise DataError(f"{', '.join(map(str, paths)) or '(no paths)'}: no DICOM or image files found")
@@ -114,23 +65,12 @@ def _bs80k_studies(folder: Path) -> list[StudyFiles]:
         for ant in sorted(p for p in ant_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             if ant.name in posterior:  # keyed by file name, with the region when several regions are given
                 key = ant.stem if len(pairs) == 1 else f"{ant_dir.name[:-3]}-{ant.stem}"
-                studies.append(StudyFiles("image", [ant, posterior[ant.name]], printable(key),
-                                          ("anterior", "posterior")))
+                studies.append(StudyFiles("image", [ant, posterior[ant.name]], printable(key), VIEWS))
     return studies
 
 
 def _group_dicom(files: list[Path]) -> list[StudyFiles]:
-    import pydicom
-
-    groups: dict[str, list[Path]] = {}
-    for f in files:
-        try:
-            uid = str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-                      .get("StudyInstanceUID", "")) or f"file:{f.resolve()}"
-        except Exception:  # unreadable: a study of its own, so the reader reports it by name
-            uid = f"file:{f.resolve()}"
-        groups.setdefault(uid, []).append(f)
-    return [StudyFiles("dicom", fs, uid) for uid, fs in groups.items()]
+    return [StudyFiles("dicom", fs, uid) for uid, fs in dicom.group_by_study(files).items()]
 
 
 def _group_images(files: list[Path]) -> list[StudyFiles]:
@@ -167,13 +107,36 @@ class Reader(Protocol):
     data_views: tuple[str, ...]
 
 
+def read_view(path: str | Path, view: str | None = None, modalities: tuple[str, ...] | None = None) -> np.ndarray:
+    """One view from an image file or a DICOM file (which may hold both views: `view` picks one; DICOM of
+    other `modalities` than NM is refused)."""
+    path = Path(path)
+    if not looks_like_dicom(path):
+        return images.read_image(path)
+    views = dicom.read_views(path, modalities or dicom.MODALITIES)
+    image = views.get(view) if view else None
+    if image is None and len(views) == 1:
+        image = next(iter(views.values()))
+    if image is None:
+        raise DataError(f"{path}: holds views {', '.join(views)}; cannot tell which is the {view or 'image'}")
+    return image
+
+
+def read_named_views(files: list[Path], views: tuple[str, ...], where) -> dict[str, np.ndarray]:
+    """Files whose views are known (a BS-80K pair, a manifest row: one view per file, image or DICOM) ->
+    {view: counts}; the anterior and posterior views must have one size (DataError naming `where`)."""
+    found = {view: read_view(f, view) for view, f in zip(views, files)}
+    images.check_pair(where, found)
+    return found
+
+
 def _image_views(study: StudyFiles) -> dict[str, np.ndarray]:
     if study.views:
-        return {view: images.read_image(f) for view, f in zip(study.views, study.files)}
+        return read_named_views(study.files, study.views, ", ".join(map(str, study.files)))
     views = {}
     for f in study.files:
         match = _VIEW_SUFFIX.search(f.stem)
-        view = "image" if match is None else ("anterior" if match.group(1).lower().startswith("ant") else "posterior")
+        view = IMAGE if match is None else (ANTERIOR if match.group(1).lower().startswith("ant") else POSTERIOR)
         if view in views:
             raise DataError(f"{f}: second {view} image for study {study.key}")
         views[view] = images.read_image(f)
@@ -183,19 +146,16 @@ def _image_views(study: StudyFiles) -> dict[str, np.ndarray]:
 def _dicom_views(study: StudyFiles, reader: Reader, secret: str | None) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Two-view models: the study's paired views (the DICOM reader pairs them). Single-view models:
     the anterior view if the study has one, else each single image file (`<key>-<n>` when several)."""
-    from tfbonemet.io.dicom import read_studies, read_views
-    from tfbonemet.io.pseudonym import study_key_for_uid
-
     if len(reader.data_views) == 2:
-        found = read_studies(study.files, salt=secret)
-        return [(s.study_key, {v: getattr(s, v) for v in ("anterior", "posterior", "image")
+        found = dicom.read_studies(study.files, secret=secret)
+        return [(s.study_key, {v: getattr(s, v) for v in (*VIEWS, IMAGE)
                                if getattr(s, v) is not None}) for s in found]
     key = study_key_for_uid(study.key, secret)
-    per_file = [read_views(f) for f in study.files]
-    anterior = [v for v in per_file if "anterior" in v]
+    per_file = [dicom.read_views(f) for f in study.files]
+    anterior = [v for v in per_file if ANTERIOR in v]
     if anterior:
         return [(key, anterior[0])]
-    found = [v for v in per_file if "image" in v]
+    found = [v for v in per_file if IMAGE in v]
     return [(key if len(found) == 1 else f"{key}-{n}", v) for n, v in enumerate(found, start=1)] or [(key, {})]
 
 
@@ -210,7 +170,7 @@ def model_views(views: dict[str, np.ndarray], reader: Reader, files: list[Path])
             raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
         images.check_pair(names, views)
         return {v: views[v] for v in reader.data_views}
-    single = views.get(reader.data_views[0], views.get("image"))
+    single = views.get(reader.data_views[0], views.get(IMAGE))
     if single is None:
         raise DataError(f"{names}: no {reader.data_views[0]} view or single image for this single-view model")
     return {reader.data_views[0]: single}

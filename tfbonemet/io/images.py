@@ -1,6 +1,8 @@
-"""The one image reader of the package: PNG/JPEG (and DICOM, through tfbonemet.io.dicom) -> uint16 counts.
+"""The one image reader of the package: PNG/JPEG -> uint16 counts, and the checks every view passes.
 
-`data build` and `predict` read every image here, so a study is accepted or refused by one rule:
+`data build` and `predict` read every image here (DICOM through tfbonemet.io.dicom, which checks its
+views with the same functions; tfbonemet.io.discovery.read_view takes either), so a study is accepted
+or refused by one rule:
 - grey: 8-bit keeps its 0-255 values, 16-bit its counts; RGB/RGBA/palette images whose channels agree
   (a grey scan saved in colour) become grey, truly coloured images are refused;
 - a scan needs grey levels and counts: 1-bit images, all-zero images and images under MIN_SIDE pixels
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tfbonemet.errors import DataError
+from tfbonemet.vocab import ANTERIOR, POSTERIOR
 
 MAX_PIXELS = 5000 * 5000  # per view: a whole-body scan is 1024 x 256, a chest radiograph about 3000 x 3000
 MIN_SIDE = 8  # BS-80K crops are small, but a 2x2 or 4x4 "image" is no scan
@@ -49,8 +52,8 @@ def check_counts(where, image: np.ndarray) -> np.ndarray:
 
 def check_pair(where, views: dict[str, np.ndarray]) -> None:
     """The anterior and posterior views of one study have one size (they are read as one pair)."""
-    if "anterior" in views and "posterior" in views and views["anterior"].shape != views["posterior"].shape:
-        raise DataError(f"{where}: anterior {views['anterior'].shape} and posterior {views['posterior'].shape} "
+    if ANTERIOR in views and POSTERIOR in views and views[ANTERIOR].shape != views[POSTERIOR].shape:
+        raise DataError(f"{where}: anterior {views[ANTERIOR].shape} and posterior {views[POSTERIOR].shape} "
                         f"views differ in size")
 
 
@@ -88,21 +91,3 @@ def read_image(path: str | Path) -> np.ndarray:
     if array.dtype.kind == "f":
         array = np.rint(np.nan_to_num(array))
     return check_counts(path, np.clip(array, 0, np.iinfo(np.uint16).max).astype(np.uint16))
-
-
-def read_view(path: str | Path, view: str | None = None, modalities: tuple[str, ...] | None = None) -> np.ndarray:
-    """One view from an image file or a DICOM file (which may hold both views: `view` picks one; DICOM of
-    other `modalities` than NM is refused)."""
-    from tfbonemet.io import dicom
-    from tfbonemet.io.discovery import looks_like_dicom
-
-    path = Path(path)
-    if not looks_like_dicom(path):
-        return read_image(path)
-    views = dicom.read_views(path, modalities or dicom.MODALITIES)
-    image = views.get(view) if view else None
-    if image is None and len(views) == 1:
-        image = next(iter(views.values()))
-    if image is None:
-        raise DataError(f"{path}: holds views {', '.join(views)}; cannot tell which is the {view or 'image'}")
-    return image

@@ -4,7 +4,7 @@ A plain salted hash with a public salt can be reversed by hashing every possible
 under a secret only the site holds cannot. The secret comes from `$TFBONEMET_SECRET`, or from a file
 named by `$TFBONEMET_SECRET_FILE` (`--secret-file`); `$TFBONEMET_SALT` is read as a deprecated alias.
 With none set, a public default is used and a loud warning says so; building a dataset from real
-(non-phantom) data then needs an explicit `--allow-public-secret`.
+(non-phantom) data then needs an explicit `--allow-public-secret` (tfbonemet.data.provenance).
 """
 from __future__ import annotations
 
@@ -14,26 +14,25 @@ import os
 import sys
 from pathlib import Path
 
-from tfbonemet.errors import ConfigError, DataError
+from tfbonemet.errors import ConfigError
 
 SECRET_ENV = "TFBONEMET_SECRET"
 SECRET_FILE_ENV = "TFBONEMET_SECRET_FILE"
 DEPRECATED_SALT_ENV = "TFBONEMET_SALT"
 PUBLIC_SECRET = "tfbonemet"  # known to everyone: pseudonyms under it are reversible
-PHANTOM_MARKER = ".tfbonemet-phantom"  # `tfbonemet data phantom` leaves it in what it writes
-PHANTOM_MANUFACTURER = "tfbonemet phantom"  # the Manufacturer of every phantom DICOM file
 _warned = False
 
 
-def salted_patient_hash(patient_key: str, salt: str) -> str:
-    """A stable pseudonym (16 hex digits) of `patient_key`; without the secret `salt` it cannot be recomputed."""
-    return hmac.new(salt.encode("utf-8", "surrogateescape"), patient_key.encode("utf-8", "surrogateescape"),
+def keyed_hash(identifier: str, secret: str) -> str:
+    """A stable pseudonym (16 hex digits) of `identifier`: HMAC-SHA256 under `secret`, so it cannot be
+    recomputed without the secret."""
+    return hmac.new(secret.encode("utf-8", "surrogateescape"), identifier.encode("utf-8", "surrogateescape"),
                     hashlib.sha256).hexdigest()[:16]
 
 
 def study_key_for_uid(study_instance_uid: str, secret: str | None = None) -> str:
     """The pseudonymous key of a study, so label files keyed by StudyInstanceUID can be joined."""
-    return salted_patient_hash(f"study:{study_instance_uid}", secret or site_secret())
+    return keyed_hash(f"study:{study_instance_uid}", secret or site_secret())
 
 
 def configured_secret() -> str | None:
@@ -61,47 +60,3 @@ def site_secret() -> str:
         print(f"Warning: no site secret set ({SECRET_ENV} or --secret-file): patient and study pseudonyms use "
               f"the public default and can be reversed by anyone with a list of IDs", file=sys.stderr)
     return PUBLIC_SECRET
-
-
-def is_phantom(folder: Path) -> bool:
-    """`folder` holds only synthetic studies: `data phantom` marked it, or every DICOM file in it is one
-    the phantom wrote (Manufacturer "tfbonemet phantom"; the first other file ends the search)."""
-    import pydicom
-
-    from tfbonemet.io.discovery import dicom_files
-
-    if (Path(folder) / PHANTOM_MARKER).is_file():
-        return True
-    if not (Path(folder) / "labels.csv").is_file():
-        return False
-
-    def synthetic(path: Path) -> bool:
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Manufacturer"])
-        except Exception:  # unreadable: not known to be synthetic (the reader reports it by name)
-            return False
-        return str(header.get("Manufacturer", "")) == PHANTOM_MANUFACTURER
-
-    files = dicom_files([folder])
-    return bool(files) and all(map(synthetic, files))
-
-
-def mark_phantom(folder: Path) -> None:
-    """Record that `folder` holds only synthetic studies (no real patient behind any pseudonym)."""
-    from tfbonemet.io.atomic import write_text
-
-    write_text(Path(folder) / PHANTOM_MARKER, "synthetic studies only: no real patient behind any pseudonym\n")
-
-
-def secret_for_build(manual_dir: Path, secret: str | None, allow_public: bool) -> str:
-    """The secret to build `manual_dir` with: refuses real data under the public default unless allowed."""
-    secret = secret or configured_secret()
-    if secret:
-        return secret
-    if is_phantom(manual_dir):
-        return PUBLIC_SECRET  # no patient behind these pseudonyms: nothing to warn about
-    if not allow_public:
-        raise DataError(f"{manual_dir}: no site secret set, so its pseudonyms would be reversible: set "
-                        f"{SECRET_ENV} (or --secret-file) to a secret of your site, or pass --allow-public-secret "
-                        f"for data that hold no real patients")
-    return site_secret()

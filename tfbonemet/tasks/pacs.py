@@ -39,7 +39,7 @@ def model_identity(runner, model_path) -> tuple[str, str]:
 
 
 def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = False, deidentify: bool = False,
-               salt: str | None = None, runner=None, client=None, log=print) -> dict:
+               secret: str | None = None, runner=None, client=None, log=print) -> dict:
     """Retrieve (WADO-RS) one study's NM images, predict, store (STOW-RS) an SR (+ overlays) back.
 
     Returns a summary without identifiers: label, class probabilities, threshold, what was stored
@@ -61,7 +61,7 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
         for number, ds in enumerate(sources):
             paths.append(Path(tmp) / f"{number:05d}.dcm")
             ds.save_as(paths[-1], enforce_file_format=True)
-        [(key, views), *more] = load_study(StudyFiles("dicom", paths, study_instance_uid), runner.info, salt)
+        [(key, views), *more] = load_study(StudyFiles("dicom", paths, study_instance_uid), runner.info, secret)
         if more:
             raise ModelError(f"the study holds {len(more) + 1} separate images for this single-view model; "
                              f"the PACS round trip reports one result per study")
@@ -75,10 +75,10 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
     result = dicom_results.ModelResult(tuple(runner.info.classes), tuple(float(p) for p in probabilities), label,
                                        0.5 if threshold is None and len(probabilities) == 2 else threshold,
                                        name, version)
-    outputs = [dicom_results.structured_report(sources, result, deidentify=deidentify, salt=salt)]
+    outputs = [dicom_results.structured_report(sources, result, deidentify=deidentify, secret=secret)]
     if explain:
         step = time.perf_counter()
-        outputs += _overlays(runner, views, overlay_sources, result, deidentify, salt)
+        outputs += _overlays(runner, views, overlay_sources, result, deidentify, secret)
         timings["explain_s"] = time.perf_counter() - step
     step = time.perf_counter()
     stored = dicomweb.store(client, outputs)
@@ -94,7 +94,7 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
     return summary
 
 
-def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deidentify: bool, salt) -> list:
+def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deidentify: bool, secret) -> list:
     """One labelled CAM overlay per view, as Secondary Captures (one series) referencing the source frames."""
     from tfbonemet.tasks.explain import explain_studies, overlay_rgb
 
@@ -102,11 +102,11 @@ def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deide
     [explanation] = explain_studies(runner.run, [views], ["study"], EXPLAIN_METHOD, target)
     overlays = {view: overlay_rgb(explanation.views[view], explanation.maps[view]) for view in explanation.maps}
     caption = f"{EXPLAIN_METHOD} P({target})={explanation.probability:.2f}"
-    return dicom_results.overlay_captures(overlays, sources, caption, deidentify=deidentify, salt=salt)
+    return dicom_results.overlay_captures(overlays, sources, caption, deidentify=deidentify, secret=secret)
 
 
 def run_pacs(url: str, model_path, study_uids=(), filters: dict | None = None, explain: bool = False,
-             deidentify: bool = False, salt: str | None = None, log=print) -> list[dict]:
+             deidentify: bool = False, secret: str | None = None, log=print) -> list[dict]:
     """The round trip for each study named, or for every NM study a QIDO-RS search with `filters`
     finds when none is named; the model and connection are loaded once. Returns the summaries."""
     from tfbonemet.tasks.predict import load_runner
@@ -117,6 +117,6 @@ def run_pacs(url: str, model_path, study_uids=(), filters: dict | None = None, e
         log("no NM studies matched")
         return []
     runner = load_runner(model_path)
-    return [round_trip(url, uid, model_path, explain=explain, deidentify=deidentify, salt=salt, runner=runner,
+    return [round_trip(url, uid, model_path, explain=explain, deidentify=deidentify, secret=secret, runner=runner,
                        client=client, log=log) for uid in uids]
 

@@ -7,13 +7,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfbonemet.data import sources
-from tfbonemet.vocab import CLASS_NAMES
-from tfbonemet.vocab import TASKS
 from tfbonemet.data.splits import assign_splits
 from tfbonemet.errors import DataError
+from tfbonemet.vocab import ANTERIOR, CLASS_NAMES, NO_METASTASIS, POSTERIOR, SPLITS, TASKS
 from tfds_builders.build_options import BuildOptions, png16
-
-SPLITS = ("train", "validation", "test")
 
 
 class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
@@ -40,14 +37,14 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
         view = tfds.features.Image(shape=(None, None, 1), dtype=np.uint16)
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
-                "anterior": view,
-                "posterior": view,  # as acquired; mirror it (preprocess.mirror_posterior) to align with anterior
+                ANTERIOR: view,
+                POSTERIOR: view,  # as acquired; the ScanPreprocessor mirrors it to align with the anterior
                 "label": tfds.features.ClassLabel(names=TASKS[self.builder_config.name]),
                 "patient_hash": tfds.features.Text(),
                 "study_hash": tfds.features.Text(),
                 "lesion_boxes": tfds.features.Sequence({
-                    "anterior": tfds.features.BBoxFeature(),
-                    "posterior": tfds.features.BBoxFeature(),
+                    ANTERIOR: tfds.features.BBoxFeature(),
+                    POSTERIOR: tfds.features.BBoxFeature(),
                     "kind": tfds.features.ClassLabel(names=sources.LESION_KINDS),
                 }),
             }),
@@ -55,10 +52,10 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = Path(dl_manager.manual_dir)
-        records = sources.read_source(manual_dir, salt=self._salt, on_bad=self.on_bad,
+        records = sources.read_source(manual_dir, secret=self._secret, on_bad=self.on_bad,
                                       allow_public_secret=self._allow_public_secret)
-        if self.builder_config.name == "multiclass" and any(r.label == sources.NO_METASTASIS for r in records):
-            raise DataError(f"{manual_dir}: some labels only say '{sources.NO_METASTASIS}'; "
+        if self.builder_config.name == "multiclass" and any(r.label == NO_METASTASIS for r in records):
+            raise DataError(f"{manual_dir}: some labels only say '{NO_METASTASIS}'; "
                             f"build this source with the binary config")
         # stratified on metastasis in every config, so binary and multiclass share one patient split
         split_of = assign_splits([r.patient_hash for r in records], [int(r.is_metastatic) for r in records],
@@ -78,8 +75,8 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
             if views is None:
                 continue
             yield record.study_hash, {
-                "anterior": png16(views["anterior"]),
-                "posterior": png16(views["posterior"]),
+                ANTERIOR: png16(views[ANTERIOR]),
+                POSTERIOR: png16(views[POSTERIOR]),
                 "label": self._label(record),
                 "patient_hash": record.patient_hash,
                 "study_hash": record.study_hash,

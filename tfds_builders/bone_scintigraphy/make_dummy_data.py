@@ -14,7 +14,7 @@ from PIL import Image
 
 from tfbonemet.data.phantom import CLASS_NAMES, BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset, write_study
-from tfbonemet.io.pseudonym import mark_phantom
+from tfbonemet.data.provenance import mark_phantom
 
 DUMMY = Path(__file__).parent / "dummy_data"
 # (patient, label) per study: patients 0 and 1 have follow-up scans; every class appears

@@ -9,8 +9,9 @@ import tensorflow_datasets as tfds
 from tfbonemet.data import sources
 from tfbonemet.data.splits import assign_splits
 from tfbonemet.errors import DataError
-from tfbonemet.io import images
-from tfbonemet.io.pseudonym import salted_patient_hash, secret_for_build
+from tfbonemet.data.provenance import secret_for_build
+from tfbonemet.io.discovery import read_view
+from tfbonemet.io.pseudonym import keyed_hash
 from tfds_builders.build_options import BuildOptions, png16
 
 CLASSES = ("normal", "pneumonia")
@@ -66,12 +67,12 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
 
     def _csv_splits(self, manual_dir: Path) -> dict[str, list[tuple[Path, str]]]:
         labels_path = manual_dir / LABELS_CSV
-        salt = secret_for_build(manual_dir, self._salt, self._allow_public_secret)
+        secret = secret_for_build(manual_dir, self._secret, self._allow_public_secret)
 
         def entry(line: int, row: dict) -> tuple[Path, str, str]:
             where = f"{labels_path}:{line}"
             path = sources.existing_file(manual_dir, row["file"], where)
-            patient = salted_patient_hash(row.get("patient_id") or row["file"], salt)
+            patient = keyed_hash(row.get("patient_id") or row["file"], secret)
             return path, sources.parse_label(row["label"], where, CLASSES), patient
 
         rows = sources.read_csv(labels_path, required=("file", "label"))
@@ -83,7 +84,7 @@ class Builder(BuildOptions, tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, manual_dir: Path, items):
         for path, label in items:
-            image = sources.attempt(self.on_bad, images.read_view, path, None, RADIOGRAPHY)
+            image = sources.attempt(self.on_bad, read_view, path, None, RADIOGRAPHY)
             if image is None:
                 continue
             key = path.relative_to(manual_dir).as_posix()

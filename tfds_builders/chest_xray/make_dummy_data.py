@@ -15,7 +15,7 @@ from PIL import Image
 
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_study
-from tfbonemet.io.pseudonym import mark_phantom
+from tfbonemet.data.provenance import mark_phantom
 
 DUMMY = Path(__file__).parent / "dummy_data"
 FOLDER_COUNTS = {"train": 3, "val": 1, "test": 2}  # images per class

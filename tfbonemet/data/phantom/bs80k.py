@@ -7,8 +7,6 @@ its chest crops). One filename is one patient across folders. tfbonemet.data.sou
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +16,8 @@ from PIL import Image
 
 from tfbonemet.data.phantom.generator import DEFAULT_SHAPE, PhantomStudy
 from tfbonemet.errors import DataError
+from tfbonemet.io.atomic import open_for_write, write_text
+from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS, POSTERIOR, VIEWS
 
 REGIONS = ("chestR", "chestL")
 CROP_SIZE = (170, 68)  # pixels of a real BS-80K chest crop, from a 1024x256 whole-body view
@@ -45,14 +45,14 @@ def crop_boxes(study: PhantomStudy, region: str) -> dict[str, tuple[int, int, in
     x0 = int(np.clip(x0, 0, width - w))
     y0 = int(np.clip(round(study.landmarks["chest_top"][0] - _ABOVE_CLAVICLES_MM / study.pixel_spacing_mm),
                      0, height - h))
-    return {"anterior": (y0, x0, y0 + h, x0 + w), "posterior": (y0, width - x0 - w, y0 + h, width - x0)}
+    return {ANTERIOR: (y0, x0, y0 + h, x0 + w), POSTERIOR: (y0, width - x0 - w, y0 + h, width - x0)}
 
 
 def region_label(study: PhantomStudy, region: str) -> int:
     """1 if a metastasis' centre lies inside the region's anterior crop."""
-    y0, x0, y1, x1 = crop_boxes(study, region)["anterior"]
+    y0, x0, y1, x1 = crop_boxes(study, region)[ANTERIOR]
     for lesion in study.lesions:
-        if lesion.kind == "metastasis":
+        if lesion.kind == POSITIVE_CLASS:
             r = (lesion.box_anterior[0] + lesion.box_anterior[2]) / 2
             c = (lesion.box_anterior[1] + lesion.box_anterior[3]) / 2
             if y0 <= r < y1 and x0 <= c < x1:
@@ -70,30 +70,18 @@ def display_8bit(counts: np.ndarray, mask: np.ndarray, level: float) -> np.ndarr
 def crops(study: PhantomStudy, regions: Iterable[str] = REGIONS) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     """region -> (anterior crop, posterior crop, label), as 8-bit display images."""
     jitter = np.random.default_rng(zlib.crc32(study.study_id.encode())).uniform(0.75, 1.15)
-    masks = {"anterior": study.body_mask, "posterior": study.body_mask[:, ::-1]}
+    masks = {ANTERIOR: study.body_mask, POSTERIOR: study.body_mask[:, ::-1]}
     shown = {}
-    for view in ("anterior", "posterior"):
+    for view in VIEWS:
         counts = getattr(study, view)
         level = np.percentile(counts[masks[view]], WINDOW_PERCENTILE) * jitter  # the reader's whole-body window
         shown[view] = display_8bit(counts, masks[view], level)
     out = {}
     for region in regions:
         boxes = crop_boxes(study, region)
-        views = [shown[v][y0:y1, x0:x1] for v, (y0, x0, y1, x1) in ((v, boxes[v]) for v in ("anterior", "posterior"))]
+        views = [shown[v][y0:y1, x0:x1] for v, (y0, x0, y1, x1) in ((v, boxes[v]) for v in VIEWS)]
         out[region] = (views[0], views[1], region_label(study, region))
     return out
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def check_empty_of_datasets(out_dir: Path) -> None:
@@ -124,11 +112,11 @@ def write_bs80k(studies: Iterable[PhantomStudy], out_dir, regions: Iterable[str]
         name = f"{n:05d}.jpg"
         for region, (ant, post, label) in crops(study, regions).items():
             for view, image in (("ANT", ant), ("POST", post)):
-                _write_atomic(folders[region, view] / name,
-                              lambda tmp, image=image: Image.fromarray(image, "L").save(tmp, "JPEG", quality=quality))
+                with open_for_write(folders[region, view] / name) as fh:
+                    Image.fromarray(image, "L").save(fh, "JPEG", quality=quality)
                 lines[region, view].append(f"{name} {label}\n")
     for (region, view), folder in folders.items():
-        _write_atomic(folder / f"{folder.name}.txt", lambda tmp, text="".join(lines[region, view]): Path(tmp).write_text(text))
+        write_text(folder / f"{folder.name}.txt", "".join(lines[region, view]))
     return {r: sum(line.endswith(" 1\n") for line in lines[r, "ANT"]) for r in regions}
 
 
@@ -140,5 +128,5 @@ def bs80k_arrays(phantom, n: int, start: int = 0, region: str = "chestR") -> dic
         ant.append(a)
         post.append(p)
         labels.append(label)
-    return {"anterior": np.stack(ant), "posterior": np.stack(post), "label": np.array(labels),
+    return {ANTERIOR: np.stack(ant), POSTERIOR: np.stack(post), "label": np.array(labels),
             "patient": np.arange(start, start + n)}

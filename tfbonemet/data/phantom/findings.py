@@ -13,8 +13,7 @@ import numpy as np
 
 from tfbonemet.data.phantom.anatomy import Primitives
 from tfbonemet.data.phantom.difficulty import Difficulty
-
-CLASS_NAMES = ("normal", "metastasis", "arthritis", "thyroid_carcinoma")
+from tfbonemet.vocab import CLASS_NAMES, POSITIVE_CLASS
 
 METASTASIS_SITES = {  # relative frequency of bone metastasis by region: the axial skeleton dominates
     "thoracic_spine": 0.2, "lumbar_spine": 0.15, "rib": 0.22, "pelvis": 0.12, "sacrum": 0.04, "femur": 0.07,
@@ -74,7 +73,7 @@ def draw(rng: np.random.Generator, mimic_rng: np.random.Generator, label: int, p
     seg, ell = p.arrays()
     out = Findings()
     name = CLASS_NAMES[label]
-    if name == "metastasis":
+    if name == POSITIVE_CLASS:
         _metastases(rng, p, seg, ell, diff, out)
     elif name == "arthritis":
         for joint in rng.choice(ARTHRITIS_JOINTS, size=int(rng.integers(1, 4)), replace=False):
@@ -115,7 +114,7 @@ def _metastases(rng, p, seg, ell, diff: Difficulty, out: Findings) -> None:
         a, b = diff.contrast_beta
         contrast = diff.contrast[0] + (diff.contrast[1] - diff.contrast[0]) * rng.beta(a, b)
         radius = rng.uniform(*diff.radius_mm)
-        out.items.append(Finding("metastasis", p.parts[part], center, depth, radius, contrast, "gain", False))
+        out.items.append(Finding(POSITIVE_CLASS, p.parts[part], center, depth, radius, contrast, "gain", False))
 
 
 def _mimics(rng, p, seg, ell, diff: Difficulty, out: Findings) -> None:

@@ -15,7 +15,7 @@ from scipy import ndimage
 from tfbonemet.data.phantom import acquisition, anatomy, findings
 from tfbonemet.data.phantom.anatomy import CHORD, GAUSS
 from tfbonemet.data.phantom.difficulty import DEFAULT_DIFFICULTY, get as get_difficulty
-from tfbonemet.data.phantom.findings import CLASS_NAMES
+from tfbonemet.vocab import CLASS_NAMES, POSITIVE_CLASS
 
 DEFAULT_SHAPE = (1024, 256)
 SMALL_SHAPE = (512, 128)
@@ -62,7 +62,7 @@ class PhantomStudy:
 
     @property
     def is_metastatic(self) -> bool:
-        return self.label == CLASS_NAMES.index("metastasis")
+        return self.label == CLASS_NAMES.index(POSITIVE_CLASS)
 
 
 class BoneScanPhantom:
