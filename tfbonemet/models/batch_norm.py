@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import keras
 
-from tfbonemet.models.registry import all_layers
+from tfbonemet.models.walk import all_layers
 
 
 @keras.saving.register_keras_serializable(package="tfbonemet")

@@ -1,7 +1,8 @@
 """Name -> builder registry, so configs, presets and the CLI pick models by name.
 
 Builders are named as `module:function` and imported on first use, so listing models (the CLI's
---help, config validation) does not load Keras or TensorFlow.
+--help, config validation) does not load Keras or TensorFlow. Building one by name is
+tfbonemet.models.build.build_model.
 """
 from __future__ import annotations
 
@@ -66,15 +67,15 @@ register(ModelSpec("yim_vgg16", "tfbonemet.models.transfer:build_yim_vgg16", "si
 
 
 def input_convention(name: str) -> str:
-    return _spec(name).inputs
+    return spec_of(name).inputs
 
 
 def gradcam_layers(name: str) -> tuple[str, ...]:
     """Grad-CAM target layer names of a registered model, one per input view."""
-    return _spec(name).gradcam_layers
+    return spec_of(name).gradcam_layers
 
 
-def _spec(name: str) -> ModelSpec:
+def spec_of(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     return MODELS[name]
@@ -82,41 +83,9 @@ def _spec(name: str) -> ModelSpec:
 
 def check_options(name: str, options) -> None:
     """Fail before any work is done when a model's builder does not take an option."""
-    spec = _spec(name)
+    spec = spec_of(name)
     accepted = [p for p in inspect.signature(spec.builder).parameters if p not in dict(spec.builder_options)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
                           f"it takes {', '.join(accepted)}")
-
-
-def build_model(name: str, backbone_weights=None, freeze_backbone: bool = False, **config):
-    """Build a registered model; `config` goes to its builder (image_size, num_classes, ...).
-
-    `backbone_weights` (a local file) loads pre-trained backbone weights; `freeze_backbone`
-    freezes the backbone for the first, head-only stage of fine-tuning (see finetune). Batch
-    normalisation runs through TensorFlow's fused kernel (see batch_norm).
-    """
-    from tfbonemet.models import finetune
-    from tfbonemet.models.batch_norm import fuse_batch_norm
-
-    check_options(name, config)
-    spec = _spec(name)
-    try:
-        model = spec.builder(**dict(spec.builder_options), **config)
-    except ValueError as exc:  # a builder's own check of an option's value
-        raise ConfigError(f"model {name!r}: {exc}") from None
-    model = fuse_batch_norm(model)
-    if backbone_weights:
-        finetune.load_backbone_weights(model, backbone_weights)
-    if freeze_backbone:
-        finetune.freeze_backbone(model)
-    return model
-
-
-def all_layers(model):
-    """Every layer of `model`, the layers of nested models (a shared backbone, say) included."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
