@@ -1,5 +1,5 @@
 """Fault injection across the commands: each bad input ends with exactly one `Error:` line that names the file or
-value and the problem, a non-zero exit status and no traceback (issue 13).
+value and the problem, a non-zero exit status and no traceback.
 
 Commands run in-process through click's CliRunner; a case is (name, argv, words the error line must hold),
 with argv built from fixtures of bad files. An exception other than click's exit would be a traceback for
@@ -469,9 +469,21 @@ def test_other_fault(name, ctx):
     run_case(OTHERS, name, ctx, [])
 
 
-def test_sixty_distinct_bad_inputs_at_least():
-    """Issue 13 asks for 60 or more kinds of bad input across the commands."""
-    groups = {"predict": PREDICT, "data build": BUILD, "data phantom": PHANTOM, "fit": FIT, "fit --resume": RESUME,
-              **{command: DAMAGE for command in CONSUMERS}, "": OTHERS}
-    kinds = [f"{command}: {name}" for command, cases in groups.items() for name in cases]
-    assert len(set(kinds)) == len(kinds) >= 60
+# Commands with no case here, and why; any other command must have bad-input cases above.
+WITHOUT_FAULT_CASES = {
+    "presets": "lists the shipped presets or prints one; reads no file of the user's",
+    "pretrain": "not covered here yet: its options are fit's, its data a TFDS chest X-ray build",
+}
+
+
+def test_every_command_meets_bad_input():
+    """Every command a user can run has bad-input cases above, or is listed with the reason it has none."""
+    import click
+
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            yield from (commands(command, f"{prefix}{name} ") if isinstance(command, click.Group)
+                        else [prefix + name])
+
+    covered = {"predict", "data build", "data phantom", "fit", *CONSUMERS, "models", "cv"}
+    assert set(commands(cli)) - covered == set(WITHOUT_FAULT_CASES)

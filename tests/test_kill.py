@@ -1,4 +1,4 @@
-"""Kill tests (issue 13): `fit` killed mid-epoch, during the epoch's backup and during `_finish`, and `data build`
+"""Kill tests: `fit` killed mid-epoch, during the epoch's backup and during `_finish`, and `data build`
 killed while TFDS writes, each with SIGKILL at a moment found by polling for the files that phase writes.
 
 After each kill the best model so far survives; the next run (a resume, or the same build again) finishes,

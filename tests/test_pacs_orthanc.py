@@ -57,7 +57,7 @@ def test_qido_finds_the_uploaded_studies(orthanc, uploaded):
 
 def test_round_trip_stores_report_and_overlays_in_the_source_study(orthanc, uploaded, tiny_run_dir, tmp_path):
     summaries = run_pacs(orthanc.dicomweb, tiny_run_dir, explain=True, log=lambda *_: None)  # QIDO: every NM study
-    by_key = {summary["study"]: summary for summary in summaries}  # named by salted key only
+    by_key = {summary["study"]: summary for summary in summaries}  # named by keyed pseudonym only
     assert sorted(by_key) == sorted(study_key_for_uid(uid) for uid in uploaded)
     for uid, paths in uploaded.items():
         summary = by_key[study_key_for_uid(uid)]

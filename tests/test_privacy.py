@@ -1,4 +1,4 @@
-"""No patient name, ID, birth date, study date or UID reaches a built dataset: only salted hashes."""
+"""No patient name, ID, birth date, study date or UID reaches a built dataset: only keyed hashes."""
 from __future__ import annotations
 
 import pydicom
@@ -47,7 +47,7 @@ def test_no_identifier_in_any_built_file(built):
             assert secret.encode() not in content, f"{secret!r} found in {path}"
 
 
-def test_records_carry_the_salted_hash(built):
+def test_records_carry_the_keyed_hash(built):
     _, _, builder = built
     hashes = {ex["patient_hash"].decode() for split in builder.info.splits
               for ex in tfds.as_numpy(builder.as_dataset(split=split))}

@@ -1,4 +1,4 @@
-"""The seeds' figures of merit, computed with scikit-learn from class probabilities."""
+"""The figures of merit the published systems report, computed with scikit-learn from class probabilities."""
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from tfbonemet.commands.evaluate import SPLIT_CHOICES, data_options, with_data_options
+from tfbonemet.vocab import POSITIVE_CLASS
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
 
@@ -16,12 +17,12 @@ METHOD_CHOICES = ("gradcam", "gradcam++", "scorecam", "all")
 @click.option("--dicom", "dicom_paths", multiple=True, type=click.Path(exists=True),
               help="Explain these DICOM files or folders instead of the split (repeatable).")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="gradcam", show_default=True)
-@click.option("--class", "class_name", default="metastasis", show_default=True, help="Class whose evidence is mapped.")
+@click.option("--class", "class_name", default=POSITIVE_CLASS, show_default=True, help="Class whose evidence is mapped.")
 @click.option("--only-class", is_flag=True, help="From the split, take only studies labelled with --class.")
 @click.option("--dicom-output", is_flag=True,
               help="With --dicom: also write each view's overlay as a labelled DICOM Secondary Capture in its study.")
 @click.option("--deidentify", is_flag=True,
-              help="With --dicom-output: put the captures in a pseudonymous study (salted-hash IDs, no names or "
+              help="With --dicom-output: put the captures in a pseudonymous study (keyed-hash IDs, no names or "
                    "dates) instead of the source study.")
 @click.option("--pointing-game", is_flag=True,
               help="Instead of drawing: score how often the anterior map's peak hits a known phantom lesion.")
@@ -40,7 +41,7 @@ def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_
     The posterior map is drawn on the posterior view as acquired (mirrored back from the
     model's input frame); the heat shown is the map times the predicted probability, on one
     colour scale for every study. PNGs by default, named `<split>-<index>` or, for DICOM, by the
-    salted study key (source_index.csv, written beside them, maps keys to your files: keep it
+    study's keyed pseudonym (source_index.csv, written beside them, maps keys to your files: keep it
     local). --dicom-output adds one labelled RGB Secondary Capture per view in the source study
     (or a pseudonymous one with --deidentify).
     """

@@ -66,7 +66,7 @@ TRAINING_OPTIONS = [
     click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
                  help="Stop after PATIENCE epochs without a better validation AUC (default 8; 0: off)."),
     click.option("--augment/--no-augment", default=None,
-                 help="--augment: the seeds' full set (rotation, shift, zoom, left-right flip of both views, "
+                 help="--augment: the published systems' set (rotation, shift, zoom, left-right flip of both views, "
                       "intensity and counting-noise jitter); --no-augment: none. Default: left-right flip of both "
                       "views and a 3% shift (presets set their own)."),
     click.option("--loss", type=click.Choice(LOSSES), default=None,

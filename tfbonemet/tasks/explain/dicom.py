@@ -1,7 +1,7 @@
 """Explain's DICOM side: studies read from files, overlays written back as labelled Secondary Captures,
-and the local index that ties a figure's salted study key to its source file.
+and the local index that ties a figure's study pseudonym to its source file.
 
-Figures of DICOM studies are named by the salted study key, never by a patient's file or folder
+Figures of DICOM studies are named by the study's keyed pseudonym, never by a patient's file or folder
 name; `source_index.csv` (key -> source path) is written beside them for the user who ran the
 command. It is a local lookup table: keep it with the data, never ship it with the figures.
 """
