@@ -279,14 +279,14 @@ def _manifest_records(manual_dir: Path, secret: str, on_bad: OnBad | None) -> li
 
     def record(line: int, row: dict) -> StudyRecord:
         where = f"{manifest}:{line}"
-        paths = (existing_file(manual_dir, row["anterior"], where), existing_file(manual_dir, row["posterior"], where))
+        paths = tuple(existing_file(manual_dir, row[view], where) for view in VIEWS)  # one column per view
         if not row["patient_id"]:
             raise DataError(f"{where}: empty patient_id")
-        return StudyRecord(keyed_hash(f"manifest:{row['anterior']}:{row['posterior']}", secret),
+        return StudyRecord(keyed_hash(f"manifest:{row[ANTERIOR]}:{row[POSTERIOR]}", secret),
                            keyed_hash(row["patient_id"], secret), parse_label(row["label"], where),
                            lambda: _load_pair(paths, where))
 
-    rows = read_csv(manifest, required=("anterior", "posterior", "label", "patient_id"))
+    rows = read_csv(manifest, required=(*VIEWS, "label", "patient_id"))
     return list(filter(None, (attempt(on_bad, record, *item) for item in rows)))
 
 
