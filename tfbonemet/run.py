@@ -5,6 +5,12 @@ ScanPreprocessor the model was trained behind), model.keras, metrics.json (valid
 the operating threshold chosen on validation), history.csv and TensorBoard logs. Evaluate, cv,
 explain, export and predict all go through `Run.load`, so they prepare a study exactly as
 training did and label it with the same threshold.
+
+Whatever precision trained a model, everything after training runs it in float32: `Run.model` is
+its `serving_model`, the float32 rebuild with the same weights, and `fit` chooses the stored
+threshold on that model's validation probabilities. So the threshold, evaluate's figures,
+calibration, predict, explanations and every exported artefact (whose parity is checked against
+this model) are computed on the same numbers the SavedModel serves.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from tfbonemet.vocab import TASKS, model_input_names
 
 CONFIG_JSON, PREPROCESSOR_JSON, MODEL_FILE, METRICS_JSON = "config.json", "preprocessor.json", "model.keras", \
     "metrics.json"
+SERVING_PRECISION = "float32"
 
 
 def read_config(run_dir) -> FitConfig:
@@ -52,6 +59,47 @@ def load_keras_model(path: Path):
         raise ModelError(f"cannot load model {path}: not a readable Keras model file ({first})") from None
 
 
+def training_precision(model) -> str:
+    """The dtype policy a model computes in: a mixed policy's name if any layer has one, else float32."""
+    from tfbonemet.models.walk import all_layers
+
+    return next((layer.dtype_policy.name for layer in all_layers(model)
+                 if layer.dtype_policy.compute_dtype != "float32"), "float32")
+
+
+def serving_model(model):
+    """The model every task after training runs: `model` itself if it computes in float32, else a float32
+    rebuild with the same weights.
+
+    Mixed precision keeps float32 variables, so the rebuild carries the trained weights unchanged;
+    only the computation is float32. The TFLite converter has no bfloat16 kernels, and low-precision
+    maps break SciPy (CAM upsampling); float32 is also what an exported model serves anywhere. Every
+    layer's policy, nested backbones' included, is set to float32.
+    """
+    import keras
+
+    if training_precision(model) == SERVING_PRECISION:
+        return model
+
+    def float32_policies(node):
+        if isinstance(node, dict):
+            return {key: SERVING_PRECISION if key == "dtype" and _is_policy(value) else float32_policies(value)
+                    for key, value in node.items()}
+        if isinstance(node, list):
+            return [float32_policies(item) for item in node]
+        return node
+
+    clone = keras.saving.deserialize_keras_object(float32_policies(keras.saving.serialize_keras_object(model)))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _is_policy(value) -> bool:
+    """A serialised dtype policy: a policy name, or a DTypePolicy object's config."""
+    return (isinstance(value, str) and value.startswith("mixed_")) or \
+        (isinstance(value, dict) and "Policy" in str(value.get("class_name", "")))
+
+
 @dataclasses.dataclass
 class Run:
     """A trained model with everything that decides how it reads a study and calls a result."""
@@ -62,6 +110,7 @@ class Run:
     path: Path | None = None  # the run directory (None for a bare .keras file)
     metrics: dict = dataclasses.field(default_factory=dict)
     _model: object = None
+    _training_precision: str | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -69,10 +118,25 @@ class Run:
 
     @property
     def model(self):
+        """The serving model: model.keras computed in float32 (`serving_model`), whatever trained it."""
         if self._model is None:
-            self._model = load_keras_model(self.model_path)
-            self._check_model()
+            self._serve(load_keras_model(self.model_path))
         return self._model
+
+    @property
+    def training_precision(self) -> str:
+        """The precision model.keras was trained in (mixed_bfloat16, mixed_float16 or float32)."""
+        self.model  # noqa: B018  (loading records it)
+        return self._training_precision
+
+    @property
+    def serving_precision(self) -> str:
+        return SERVING_PRECISION
+
+    def _serve(self, trained) -> None:
+        self._check_model(trained)
+        self._training_precision = training_precision(trained)
+        self._model = serving_model(trained)
 
     @property
     def threshold(self) -> float | None:
@@ -85,12 +149,12 @@ class Run:
         """Class indices: P(metastasis) >= the stored threshold for binary runs, argmax otherwise."""
         return decide(probabilities, self.threshold)
 
-    def _check_model(self) -> None:
-        names = model_input_names(self._model)
+    def _check_model(self, model) -> None:
+        names = model_input_names(model)
         if sorted(names) != sorted(self.preprocessor.input_names):
             raise ModelError(f"{self.model_path} takes inputs {names} but its preprocessor feeds "
                              f"{list(self.preprocessor.input_names)}")
-        size = tuple(self._model.inputs[0].shape[1:3])
+        size = tuple(model.inputs[0].shape[1:3])
         if size != self.preprocessor.image_size:
             raise ModelError(f"{self.model_path} takes {size[0]}x{size[1]} images but its preprocessor makes "
                              f"{self.preprocessor.image_size[0]}x{self.preprocessor.image_size[1]}")
@@ -133,8 +197,7 @@ class Run:
         config = resolve(overrides={**(data_options or {}), **known, "task": task, "image_height": height,
                                     "image_width": width})
         run = cls(config, preprocessor_for(config, views, (height, width)), path, None, {})
-        run._model = model
-        run._check_model()
+        run._serve(model)
         return run
 
 

@@ -3,7 +3,8 @@
 Figures are reported at 0.5 and at the run's stored operating threshold (chosen on the validation
 split when the run was trained, the one predict and the SavedModel use), so the reported
 sensitivity and specificity are not tuned on the very studies they describe. With a target
-sensitivity, a new threshold is chosen on validation instead.
+sensitivity, a new threshold is chosen on validation instead. The model runs in float32 (`Run.model`),
+whatever precision trained it: the probabilities are the ones the exported model serves.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from tfbonemet.errors import ModelError
+from tfbonemet.run import serving_model
 from tfbonemet.vocab import model_input_names
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -59,39 +60,6 @@ def target_layers(model, registry_name: str | None = None) -> dict[str, str]:
                      f"(inputs {names}); name them `<input>_features` or register gradcam_layers")
 
 
-def float32_copy(model):
-    """`model` itself if it computes in float32, else a float32 rebuild with its weights.
-
-    A mixed-precision model's maps come out in bfloat16/float16, which SciPy's zoom (tf-keras-vis'
-    upsampling) cannot take; the maps are a float32 computation anyway. The rebuild sets every
-    layer's policy, nested backbones' included, to float32.
-    """
-    import keras
-
-    from tfbonemet.models import all_layers
-
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in all_layers(model)):
-        return model
-
-    def float32_policies(node):
-        if isinstance(node, dict):
-            return {key: "float32" if key == "dtype" and _is_policy(value) else float32_policies(value)
-                    for key, value in node.items()}
-        if isinstance(node, list):
-            return [float32_policies(item) for item in node]
-        return node
-
-    clone = keras.saving.deserialize_keras_object(float32_policies(keras.saving.serialize_keras_object(model)))
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def _is_policy(value) -> bool:
-    """A serialised dtype policy: a policy name, or a DTypePolicy object's config."""
-    return (isinstance(value, str) and value.startswith("mixed_")) or \
-        (isinstance(value, dict) and "Policy" in str(value.get("class_name", "")))
-
-
 def class_activation_maps(model, inputs: dict[str, np.ndarray], class_index: int, method: str = "gradcam",
                           scorecam_max_n: int = 32, normalise: bool = True,
                           registry_name: str | None = None) -> dict[str, np.ndarray]:
@@ -104,7 +72,7 @@ def class_activation_maps(model, inputs: dict[str, np.ndarray], class_index: int
 
     if method not in METHODS:
         raise ModelError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
-    model = float32_copy(model)
+    model = serving_model(model)  # a mixed-precision model's maps: its float32 rebuild's
     names = model_input_names(model)
     seeds = [np.asarray(inputs[n], np.float32) for n in names]
     visualizer = _visualizer(method)(model, model_modifier=ReplaceToLinear(), clone=True)

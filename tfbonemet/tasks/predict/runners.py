@@ -66,7 +66,7 @@ def preprocess_studies(studies: list[dict[str, np.ndarray]], preprocessor: ScanP
 
 
 class KerasRunner:
-    """A run directory or .keras file (loaded by tfbonemet.run.Run)."""
+    """A run directory or .keras file (loaded by tfbonemet.run.Run), computed in float32 like every export."""
 
     kind = "keras"
 

@@ -27,7 +27,8 @@ from tfbonemet.io.atomic import save_model, write_json, write_text
 from tfbonemet.models import finetune
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.preprocessing.augment import make_augment
-from tfbonemet.run import CONFIG_JSON, PREPROCESSOR_JSON, load_keras_model, preprocessor_for, read_config
+from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, preprocessor_for,
+                           read_config, serving_model)
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, RestoreOnly, ValidationAUC,
                                              diverged_error)
@@ -262,12 +263,13 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
     if best_path.exists():
         model = load_keras_model(best_path)
     save_model(model, run_dir / recipe.model_file)
-    probabilities = np.asarray(distribute.predict(model, val_ds), np.float64)
+    # figures and threshold on the float32 numbers evaluate, predict and the exported model give
+    probabilities = np.asarray(distribute.predict(serving_model(model), val_ds), np.float64)
     figures = metrics_lib.classification_metrics(y_val, probabilities)
     with (run_dir / "history.csv").open(newline="") as fh:
         epochs_run = max(0, sum(1 for _ in fh) - 1)
     payload = {"split": "validation", "task": recipe.task, "epochs_run": epochs_run,
-               "classes": list(recipe.class_names), **figures}
+               "classes": list(recipe.class_names), "inference_precision": SERVING_PRECISION, **figures}
     if probabilities.shape[1] == 2 and len(np.unique(y_val)) == 2:
         threshold = metrics_lib.operating_threshold(y_val, probabilities[:, 1], config.threshold_rule,
                                                     config.target_sensitivity)
