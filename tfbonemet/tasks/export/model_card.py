@@ -151,6 +151,7 @@ def model_card_metadata(run, info, release: Release = Release(), previous: dict 
         "training_data": {"source": DATA_SOURCES[source][0], "labels": DATA_SOURCES[source][1],
                           **training_summary(run)},
         "training": {k: v for k, v in dataclasses.asdict(run.config).items() if k not in SHIPPED_NOT},
+        "precision": precision_entry(run),
         "metrics": run_metrics(run.path, digest(run.model_path)),
         "intended_use": INTENDED_USE,
         "out_of_scope_use": list(OUT_OF_SCOPE),
@@ -165,6 +166,22 @@ def model_card_metadata(run, info, release: Release = Release(), previous: dict 
     }
     card["version"], card["changelog"] = release_version(card, previous, release.note)
     return card
+
+
+def precision_entry(run) -> dict:
+    """The precision the weights were trained in, the one every artefact computes in, and the one the stored
+    threshold and validation figures were computed in (metrics.json; runs before it was recorded: training's)."""
+    training, serving = run.training_precision, run.serving_precision
+    chosen = run.metrics.get("inference_precision", training)
+    if training == serving:
+        note = f"Trained and served in {serving}"
+    else:
+        note = (f"Trained in {training} (float32 weights, {training.split('_')[-1]} computation); every artefact "
+                f"computes in {serving} with those weights, and the parity below is against those {serving} outputs")
+        note += ("; the operating threshold and the validation figures were computed on them too"
+                 if chosen == serving else f"; the stored operating threshold was chosen on {chosen} outputs (a run "
+                 f"from an earlier version): re-choose it with `tfbonemet evaluate --target-sensitivity`")
+    return {"training": training, "serving": serving, "threshold_chosen_in": chosen, "note": note}
 
 
 def training_summary(run) -> dict:
@@ -248,6 +265,10 @@ def render_model_card(card: dict) -> str:
                                                  f"operating threshold chosen on validation "
                                                  f"({card['operating_point'].get('rule', 'default')})"
                                                  if card.get("threshold") is not None else " of the most probable class"),
+              "", "## Precision", "",
+              f"Training: {card['precision']['training']}. Serving: {card['precision']['serving']}. "
+              f"{card['precision']['note']}. The float16 and int8 TFLite "
+              "files quantise these weights further (see the parity table).",
               "", "## Training data", ""]
     data = card["training_data"]
     lines += [f"Source: {data['source']}. Labels: {data['labels']}. Split {data['split']}.", "",

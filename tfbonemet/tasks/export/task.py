@@ -56,14 +56,16 @@ def _build(run, info: ModelInfo, staging: Path, fmt: str, calibration_samples: i
     """Everything of one version, written into `staging`; raises before the rename if parity fails.
 
     Parity feeds the same raw validation studies to every artefact: the SavedModel gets raw counts
-    (its own preprocessing), Keras and TFLite get the run's preprocessor output. The TFLite files
+    (its own preprocessing), Keras and TFLite get the run's preprocessor output. "Keras" is the run's
+    float32 serving model, which the SavedModel wraps whatever precision trained it. The TFLite files
     checked are the final ones, metadata included.
     """
     from tfbonemet.tasks.evaluate import predict_split
 
     p = info.preprocessor
     log(f"Exporting {run.model.name} {card['version']} ({', '.join(p.input_names)}; {p.image_size[0]}x"
-        f"{p.image_size[1]}, {p.normalisation}, crop {p.crop}) as {fmt}")
+        f"{p.image_size[1]}, {p.normalisation}, crop {p.crop}; trained in {run.training_precision}, served in "
+        f"{run.serving_precision}) as {fmt}")
     artefacts = ["savedmodel"] * (fmt in ("savedmodel", "all")) + list(tflite.TFLITE_VARIANTS) * (fmt in ("tflite",
                                                                                                         "all"))
     reference = predict_split(run, "validation", log=lambda *_: None)
@@ -82,7 +84,8 @@ def _build(run, info: ModelInfo, staging: Path, fmt: str, calibration_samples: i
             calibration = tflite.representative_dataset(run, calibration_samples, run.config.seed)
             description = {k: card[k] for k in ("name", "version", "task", "classes", "threshold", "preprocessing")}
             description["inputs"] = card["network_data_format"]["tflite_inputs"]
-            path.write_bytes(tflite.with_metadata(tflite.convert_tflite(staging, name, calibration), description))
+            flatbuffer = tflite.convert_tflite(staging, name, calibration, source=run.path or run.model_path)
+            path.write_bytes(tflite.with_metadata(flatbuffer, description))
             candidate = TFLiteRunner(path, info).predict_preprocessed(x)
         results[name] = parity(name, reference.probabilities, candidate, labels)
     log(f"Parity against Keras on {len(labels)} validation studies:\n{parity_table(results)}")

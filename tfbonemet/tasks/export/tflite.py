@@ -5,24 +5,76 @@ takes int8 inputs and returns int8 probabilities, with scale and zero point in i
 Every file embeds, under the flatbuffer metadata name `tfbonemet`, the JSON an edge user needs to
 feed it: the preprocessing steps and their parameters, input names and shapes, class names and the
 operating threshold (the same description metadata.json holds), so it can be used on its own.
+The converter's failures are one ModelError naming the source and the first op it refused; its
+native diagnostics (hundreds of lines of MLIR on stderr) are not shown.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from tfbonemet.data import datasets
-from tfbonemet.errors import ConfigError, ModelError
+from tfbonemet.errors import ConfigError, ModelError, TfbonemetError
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 METADATA_NAME = "tfbonemet"
 
 
-def convert_tflite(saved_model: Path, variant: str, representative=None) -> bytes:
-    """One TFLite variant of the `preprocessed` signature (from_saved_model: from_keras_model fails on Keras 3)."""
+def convert_tflite(saved_model: Path, variant: str, representative=None, source=None) -> bytes:
+    """One TFLite variant of the `preprocessed` signature (from_saved_model: from_keras_model fails on Keras 3).
+
+    A conversion that fails raises ModelError naming `source` (default: the SavedModel) and the cause.
+    """
+    try:
+        with _native_stderr_silenced():
+            return _convert(saved_model, variant, representative)
+    except TfbonemetError:  # the calibration studies' own errors name their file
+        raise
+    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError, ...
+        raise ModelError(f"{source or saved_model}: TFLite conversion to {variant} failed: "
+                         f"{converter_message(exc)}") from None
+
+
+def converter_message(exc: Exception) -> str:
+    """The first line of a converter error, its MLIR location (a long call-site chain) left out."""
+    text = str(exc).strip() or type(exc).__name__
+    lead, _, detail = text.partition("error: ")
+    line = (detail or lead).splitlines()[0]
+    if line.startswith("loc("):
+        depth = 0
+        for end, char in enumerate(line):
+            depth += (char == "(") - (char == ")")
+            if char == ")" and depth == 0:
+                line = line[end + 1:].lstrip(": ")
+                break
+    lead = lead.split("<unknown>")[0].strip() if detail else ""
+    return f"{lead} {line}".strip()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 into a discarded temporary file: MLIR writes its diagnostics there, not to sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _convert(saved_model: Path, variant: str, representative=None) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["preprocessed"])
