@@ -21,8 +21,12 @@ from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS, POSTERIOR, VIEWS
 
 REGIONS = ("chestR", "chestL")
 CROP_SIZE = (170, 68)  # pixels of a real BS-80K chest crop, from a 1024x256 whole-body view
-CLASS_PROBS = (0.6, 0.2, 0.1, 0.1)  # about 10 % of right-chest crops then hold a metastasis
-WINDOW_PERCENTILE = 99.0  # of the body's pixels: the hottest 1 % (bladder, hot spots) saturate
+CLASS_PROBS = (0.65, 0.15, 0.1, 0.1)  # about 8 % of patients then hold a right-chest metastasis, as in BS-80K
+# The display window: 255 at this many times the view's hottest count. Real BS-80K chest crops are
+# dark (median body pixel 11/255, brightest 53: bs80k_reference.json), as a whole-body display
+# scaled to the bladder leaves the chest; the range spreads patients as the real crops spread.
+WINDOW_GAIN = (3.0, 4.2)
+REFERENCE_STATS = Path(__file__).with_name("bs80k_reference.json")
 _MIDLINE_OVERLAP = 0.08  # fraction of the crop width that reaches past the spine's centre
 _ABOVE_CLAVICLES_MM = 10.0
 
@@ -60,6 +64,19 @@ def region_label(study: PhantomStudy, region: str) -> int:
     return 0
 
 
+def normal_peak(study: PhantomStudy, view: str) -> float:
+    """The view's hottest count outside its metastases: the bladder or the hottest normal bone.
+
+    A display windowed to the hottest pixel would dim every study whose lesion is that pixel.
+    """
+    counts = np.array(getattr(study, view), np.float64)
+    for lesion in study.lesions:
+        if lesion.kind == "metastasis":
+            y0, x0, y1, x1 = (int(round(v)) for v in getattr(lesion, f"box_{view}"))
+            counts[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 0
+    return float(counts.max())
+
+
 def display_8bit(counts: np.ndarray, mask: np.ndarray, level: float) -> np.ndarray:
     """Counts windowed to 0-255 up to `level` (hotter saturates), outside the body black."""
     image = np.clip(np.round(counts.astype(np.float64) * (255.0 / max(level, 1.0))), 0, 255).astype(np.uint8)
@@ -69,18 +86,57 @@ def display_8bit(counts: np.ndarray, mask: np.ndarray, level: float) -> np.ndarr
 
 def crops(study: PhantomStudy, regions: Iterable[str] = REGIONS) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     """region -> (anterior crop, posterior crop, label), as 8-bit display images."""
-    jitter = np.random.default_rng(zlib.crc32(study.study_id.encode())).uniform(0.75, 1.15)
+    gain = np.random.default_rng(zlib.crc32(study.study_id.encode())).uniform(*WINDOW_GAIN)
     masks = {ANTERIOR: study.body_mask, POSTERIOR: study.body_mask[:, ::-1]}
     shown = {}
     for view in VIEWS:
         counts = getattr(study, view)
-        level = np.percentile(counts[masks[view]], WINDOW_PERCENTILE) * jitter  # the reader's whole-body window
+        level = normal_peak(study, view) * gain  # the reader's whole-body window
         shown[view] = display_8bit(counts, masks[view], level)
     out = {}
     for region in regions:
         boxes = crop_boxes(study, region)
         views = [shown[v][y0:y1, x0:x1] for v, (y0, x0, y1, x1) in ((v, boxes[v]) for v in VIEWS)]
         out[region] = (views[0], views[1], region_label(study, region))
+    return out
+
+
+DARK_LEVEL = 5  # 8-bit levels below this read as black: the mask outside the body, dark soft tissue
+
+
+def _spread(values) -> dict:
+    values = np.asarray(values, np.float64)
+    return {"median": round(float(np.median(values)), 3), "p10": round(float(np.percentile(values, 10)), 3),
+            "p90": round(float(np.percentile(values, 90)), 3)}
+
+
+def crop_statistics(images: list[np.ndarray], labels) -> dict:
+    """Aggregate statistics of 8-bit crops (both views pooled), no pixel of any image kept.
+
+    Per crop, then the median and 10th / 90th percentiles over crops: `dark_fraction` (pixels below
+    DARK_LEVEL), `body_q50/q90/q99` (quantiles of the other pixels), `max`; `max_by_class`; `hot_pixels`
+    per class (pixels above `hot_level`, the 99.9th percentile of all negative crops' pixels: the area
+    of hot spots, which positives' lesions add); `positive_share_of_crops`.
+    """
+    labels = np.asarray(labels)
+    per_crop = {"dark_fraction": [], "body_q50": [], "body_q90": [], "body_q99": [], "max": []}
+    for image in images:
+        image = np.asarray(image, np.float64)
+        body = image[image >= DARK_LEVEL]
+        per_crop["dark_fraction"].append(np.mean(image < DARK_LEVEL))
+        for q in (50, 90, 99):
+            per_crop[f"body_q{q}"].append(np.percentile(body, q) if body.size else 0.0)
+        per_crop["max"].append(image.max())
+    negatives = [np.ravel(i) for i, y in zip(images, labels) if y == 0]
+    hot_level = float(np.percentile(np.concatenate(negatives), 99.9))
+    hot = np.array([np.sum(np.asarray(i) > hot_level) for i in images])
+    maxima = np.array(per_crop["max"])
+    out = {name: _spread(v) for name, v in per_crop.items()}
+    out["max_by_class"] = {"negative": _spread(maxima[labels == 0]), "positive": _spread(maxima[labels == 1])}
+    out["hot_level"] = hot_level
+    out["hot_pixels"] = {"negative": _spread(hot[labels == 0]), "positive": _spread(hot[labels == 1])}
+    out["positive_share_of_crops"] = round(float(labels.mean()), 4)
+    out["crops"] = int(len(images))
     return out
 
 

@@ -1,7 +1,8 @@
 """How hard the phantom is: finding contrast and size, mimic rates, counts and blur.
 
-`realistic` is calibrated so plain Keras references separate as they do on real BS-80K crops
-(see bench/README.md, "Accuracy: phantom calibration"); `easy` is for fast learn-above-chance
+`realistic` is calibrated to the real BS-80K chest crops' aggregate statistics (bs80k_reference.json:
+lesion contrast as the brightest pixel of positive against negative crops, hot-spot area; held by
+tests/test_phantom_bs80k.py); `easy` is for fast learn-above-chance
 tests; `hard` is fainter and busier than most clinics.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Difficulty:
 
 DIFFICULTIES = {
     "easy": Difficulty("easy", (2.5, 5.0), (1.0, 1.0), (7.0, 15.0), 0.0, 4.0, 0.05, 0.2, 1.6, (8.0, 9.0), 0.05),
-    "realistic": Difficulty("realistic", (1.3, 4.0), (1.2, 2.6), (4.0, 15.0), 0.4, 2.0, 0.04, 1.0, 1.0, (8.0, 12.0), 0.15),
+    "realistic": Difficulty("realistic", (1.5, 5.0), (1.2, 2.6), (4.0, 15.0), 0.4, 2.0, 0.04, 1.0, 1.0, (8.0, 12.0), 0.15),
     "hard": Difficulty("hard", (1.2, 3.0), (1.0, 3.0), (4.0, 12.0), 0.55, 1.5, 0.02, 1.5, 0.6, (10.0, 12.0), 0.2),
 }
 DEFAULT_DIFFICULTY = "realistic"
