@@ -28,6 +28,9 @@ class FitConfig:
     image_height: int | None = None
     image_width: int | None = None
     normalisation: str = "sqrt"
+    # counts -> [0, 1]: "auto" reads 8-bit display-scaled images (JPEG/PNG crops) at their fixed full
+    # scale 255 and counts (DICOM) per view at their 99.5th percentile; "percentile"; or a full-scale number
+    intensity_scale: str | float = "auto"
     crop: str = "none"  # "thorax": keep the thoracic region of whole-body views (Lin et al. 2021)
     epochs: int = 20
     batch_size: int = 16

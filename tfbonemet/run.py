@@ -203,7 +203,9 @@ class Run:
 
 def preprocessor_for(config: FitConfig, views: str, image_size) -> ScanPreprocessor:
     """The preprocessor a configuration trains with, at a resolved input size."""
-    return ScanPreprocessor(views=views, image_size=image_size, crop=config.crop, normalisation=config.normalisation)
+    scale = None if config.intensity_scale in ("auto", "percentile") else float(config.intensity_scale)
+    return ScanPreprocessor(views=views, image_size=image_size, crop=config.crop, normalisation=config.normalisation,
+                            scale=scale)
 
 
 def read_preprocessor(run_dir: Path, config: FitConfig) -> ScanPreprocessor:

@@ -70,6 +70,8 @@ def task_labels(labels, task: str, dataset_classes=CLASS_NAMES) -> np.ndarray:
 # lists them without loading TensorFlow.
 CROP_NAMES = ("none", "thorax")
 NORMALISATIONS = ("sqrt", "linear", "log")
+INTENSITY_SCALES = ("auto", "percentile")  # or a number: the full-scale value of display-scaled images
+DISPLAY_FULL_SCALE = 255  # 8-bit display-scaled images (JPEG/PNG crops)
 PHANTOM_DIFFICULTIES = ("easy", "realistic", "hard")  # keys of tfbonemet.data.phantom.DIFFICULTIES
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JIT_MODES = ("on", "off", "auto")

@@ -6,8 +6,8 @@ import os
 import click
 
 from tfbonemet.models.registry import MODELS
-from tfbonemet.vocab import (AGGREGATIONS, CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, PHANTOM_DIFFICULTIES,
-                             PRECISIONS, SAMPLINGS, STRATEGIES, TASKS, THRESHOLD_RULES)
+from tfbonemet.vocab import (AGGREGATIONS, CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, NORMALISATIONS,
+                             PHANTOM_DIFFICULTIES, PRECISIONS, SAMPLINGS, STRATEGIES, TASKS, THRESHOLD_RULES)
 
 def parse_model_options(ctx, param, values):
     """KEY=VALUE pairs -> builder arguments, values read as YAML (numbers, lists, true/false)."""
@@ -56,6 +56,12 @@ TRAINING_OPTIONS = [
     click.option("--crop", type=click.Choice(CROP_NAMES), default=None,
                  help="thorax: keep the thoracic region of each whole-body view before resizing (the thoracic "
                       "SPECT workflow of Lin et al. 2021); default none."),
+    click.option("--intensity-scale", default=None, metavar="auto|percentile|VALUE",
+                 help="How pixel values become [0, 1]: auto (default) reads 8-bit JPEG/PNG crops at their fixed "
+                      "full scale 255 and DICOM counts per view at their 99.5th percentile; percentile; or a "
+                      "full-scale value."),
+    click.option("--normalisation", type=click.Choice(NORMALISATIONS), default=None,
+                 help="Range compression after scaling: sqrt (default), linear or log."),
     click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 20)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Batch size per replica (default 16); the global batch is this times the replicas."),

@@ -60,12 +60,15 @@ class ScanPreprocessor:
             posterior as inputs of the same names; "anterior": the anterior view as input `image`).
         image_size: (height, width) of each model input.
         crop: a key of CROPS, applied to each source view first.
-        normalisation: "sqrt" (Poisson-stabilising), "log" or "linear" after scaling by the
-            `percentile` count, so the bladder's hottest pixels do not flatten the skeleton.
+        normalisation: "sqrt" (Poisson-stabilising), "log" or "linear" range compression after scaling.
+        scale: the full-scale value of display-scaled images (255 for 8-bit JPEG/PNG crops): every
+            study is divided by it, so a lesion stays brighter than a healthy patient's hottest
+            bone. None (counts, e.g. DICOM): each view is divided by its own `percentile` count,
+            so the bladder's hottest pixels do not flatten the skeleton.
     """
 
     def __init__(self, views: str = "two_view", image_size=(512, 128), crop: str = "none",
-                 normalisation: str = "sqrt", percentile: float = 99.5):
+                 normalisation: str = "sqrt", percentile: float = 99.5, scale: float | None = None):
         if views not in VIEW_SETS:
             raise ConfigError(f"unknown views {views!r}; choose one of {', '.join(VIEW_SETS)}")
         if crop not in CROPS:
@@ -77,8 +80,11 @@ class ScanPreprocessor:
             raise ConfigError(f"image size {height}x{width} is too small; use at least 8x8")
         if not 50.0 <= float(percentile) <= 100.0:
             raise ConfigError(f"normalisation percentile must be in [50, 100], got {percentile}")
+        if scale is not None and not float(scale) > 0:
+            raise ConfigError(f"intensity scale must be a positive full-scale value, got {scale}")
         self.views, self.image_size, self.crop = views, (height, width), crop
         self.normalisation, self.percentile = normalisation, float(percentile)
+        self.scale = None if scale is None else float(scale)
 
     # ---------------------------------------------------------------- declaration
     @property
@@ -96,7 +102,7 @@ class ScanPreprocessor:
 
     def get_config(self) -> dict:
         return {"views": self.views, "image_size": list(self.image_size), "crop": self.crop,
-                "normalisation": self.normalisation, "percentile": self.percentile}
+                "normalisation": self.normalisation, "percentile": self.percentile, "scale": self.scale}
 
     @classmethod
     def from_config(cls, config: dict) -> "ScanPreprocessor":
@@ -109,7 +115,7 @@ class ScanPreprocessor:
     def from_description(cls, described: dict) -> "ScanPreprocessor":
         """The preprocessor a `describe()` dict (metadata.json) was written from."""
         return cls.from_config({k: described[k] for k in ("views", "image_size", "crop", "normalisation",
-                                                           "percentile") if k in described})
+                                                           "percentile", "scale") if k in described})
 
     def to_json(self) -> str:
         return json.dumps(self.get_config(), indent=2, sort_keys=True)
@@ -128,9 +134,14 @@ class ScanPreprocessor:
                           "mirror the posterior view left-right",
                           f"resize keeping the aspect ratio (area filter) and zero-pad to "
                           f"{self.image_size[0]}x{self.image_size[1]}",
-                          f"divide by the {self.percentile:g}th-percentile count, clip to [0, 1], "
-                          f"{self.normalisation}"],
+                          f"{self.intensity_step()}, clip to [0, 1], {self.normalisation}"],
                 "input_range": [0.0, 1.0]}
+
+    def intensity_step(self) -> str:
+        """How counts are scaled, in words (metadata.json, the model card)."""
+        if self.scale is None:
+            return f"divide each view by its {self.percentile:g}th-percentile count"
+        return f"divide by the fixed full scale {self.scale:g} (display-scaled images)"
 
     # ---------------------------------------------------------------- forward
     def _layout(self, height, width):
@@ -181,8 +192,10 @@ class ScanPreprocessor:
         return x if batched else x[0]
 
     def normalise(self, x: tf.Tensor) -> tf.Tensor:
-        """(B, H, W, 1) counts -> [0, 1]: divide by the robust max, clip, then compress the range."""
-        x = tf.clip_by_value(tf.maximum(x, 0.0) / robust_max(x, self.percentile), 0.0, 1.0)
+        """(B, H, W, 1) counts -> [0, 1]: divide by the full scale (or each view's robust max), clip,
+        then compress the range."""
+        reference = robust_max(x, self.percentile) if self.scale is None else self.scale
+        x = tf.clip_by_value(tf.maximum(x, 0.0) / reference, 0.0, 1.0)
         if self.normalisation == "sqrt":
             return tf.sqrt(x)
         if self.normalisation == "log":

@@ -16,7 +16,7 @@ from tfbonemet.data import datasets
 from tfbonemet.models import build_model, input_convention
 from tfbonemet.preprocessing import CROPS
 from tfbonemet.tasks.train.validation import MIN_IMAGE_SIDE
-from tfbonemet.vocab import TASKS
+from tfbonemet.vocab import DISPLAY_FULL_SCALE, TASKS, VIEW_SETS
 
 MAX_INPUT_PIXELS = 512 * 128  # per view: larger studies are read downsampled (fits 2 CPU cores)
 SIZE_MULTIPLE = 8  # three 2x poolings divide the input evenly
@@ -64,6 +64,24 @@ def input_size(config: FitConfig, train_split: datasets.Split, log=print) -> tup
         f"{int(height)}x{int(width)}{' after the crop' if config.crop != 'none' else ''} "
         f"(set --image-size to override)")
     return size
+
+
+def intensity_scale(config: FitConfig, recipe: Recipe, train_split: datasets.Split, log=print) -> str:
+    """The resolved `intensity_scale`: as configured, else from the training studies' brightest pixel.
+
+    8-bit display-scaled images (every sampled study at most 255, as JPEG/PNG crops are) keep their
+    fixed scale: on real BS-80K chest crops a per-view 99.5th-percentile scale lifts a healthy
+    patient's hottest bone to the level of a lesion. Counts (DICOM) keep the per-view percentile.
+    """
+    if config.intensity_scale != "auto":
+        return str(config.intensity_scale)
+    peak = train_split.peak_value(VIEW_SETS[recipe.views])
+    if peak <= DISPLAY_FULL_SCALE:
+        log(f"Intensity: 8-bit display-scaled images (brightest sampled pixel {peak:g}), read at the fixed "
+            f"scale {DISPLAY_FULL_SCALE} (set --intensity-scale percentile to scale each view by its own counts)")
+        return str(DISPLAY_FULL_SCALE)
+    log(f"Intensity: counts (brightest sampled pixel {peak:g}), each view scaled by its 99.5th percentile")
+    return "percentile"
 
 
 @dataclasses.dataclass

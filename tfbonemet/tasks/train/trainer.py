@@ -32,7 +32,7 @@ from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, lo
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, RestoreOnly, ValidationAUC,
                                              diverged_error)
-from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, stages
+from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages
 from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
 from tfbonemet.tasks.train.validation import validate
@@ -49,6 +49,7 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
     height, width = input_size(config, train_split, log)
     config = dataclasses.replace(config, image_height=height, image_width=width)
     recipe = fit_recipe(config)
+    config = dataclasses.replace(config, intensity_scale=intensity_scale(config, recipe, train_split, log))
     preprocessor = preprocessor_for(config, recipe.views, (height, width))
     return start_run(config, recipe, preprocessor, train_split, val_split, log)
 

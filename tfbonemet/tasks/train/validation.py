@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tfbonemet.config import FitConfig
 from tfbonemet.errors import ConfigError
-from tfbonemet.vocab import (CROP_NAMES, JIT_MODES, LOSSES, LR_SCHEDULES, NORMALISATIONS, PHANTOM_DIFFICULTIES,
-                             PRECISIONS, SAMPLINGS, STRATEGIES, TASKS, THRESHOLD_RULES)
+from tfbonemet.vocab import (CROP_NAMES, INTENSITY_SCALES, JIT_MODES, LOSSES, LR_SCHEDULES, NORMALISATIONS,
+                             PHANTOM_DIFFICULTIES, PRECISIONS, SAMPLINGS, STRATEGIES, TASKS, THRESHOLD_RULES)
 
 MIN_IMAGE_SIDE = 32
 PHANTOM_MIN_HEIGHT = 64  # tfbonemet.data.phantom draws no whole-body view shorter than this
@@ -39,6 +39,18 @@ def check_types(config: FitConfig, where: str) -> None:
             raise ConfigError(f"{where}: {field.name} must be {names}, got {value!r}")
 
 
+def check_intensity_scale(value) -> None:
+    if value in INTENSITY_SCALES:
+        return
+    try:
+        positive = float(value) > 0
+    except (TypeError, ValueError):
+        positive = False
+    if not positive:
+        raise ConfigError(f"intensity_scale must be {' or '.join(INTENSITY_SCALES)} or a positive full-scale "
+                          f"value such as 255, got {value!r}")
+
+
 def validate(config: FitConfig, where: str = "configuration") -> None:
     check_types(config, where)
     for name, options in choices().items():
@@ -64,6 +76,7 @@ def validate(config: FitConfig, where: str = "configuration") -> None:
         raise ConfigError(f"learning_rate {config.learning_rate:g} would diverge; Adam rates are below 1")
     if not 0 < config.target_sensitivity <= 1:
         raise ConfigError(f"target_sensitivity must be in (0, 1], got {config.target_sensitivity}")
+    check_intensity_scale(config.intensity_scale)
     if config.early_stopping < 0 or config.head_epochs < 0:
         raise ConfigError("early_stopping and head_epochs must not be negative")
     if config.head_epochs >= config.epochs and config.init_backbone:
