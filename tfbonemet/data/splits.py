@@ -22,8 +22,13 @@ def _patients_by_stratum(patient_keys, labels):
     return strata
 
 
-def assign_splits(patient_keys, labels, fractions=(("train", 0.7), ("validation", 0.15), ("test", 0.15)),
-                  seed: int = 0) -> np.ndarray:
+# what a data build keeps of the patients it is given, by split
+BUILD_FRACTIONS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
+# the same train : validation ratio without a test split (cross-validation splits its training folds so)
+TRAIN_VALIDATION = (("train", 0.7 / 0.85), ("validation", 0.15 / 0.85))
+
+
+def assign_splits(patient_keys, labels, fractions=BUILD_FRACTIONS, seed: int = 0) -> np.ndarray:
     """Split name for each study, stratified by label, deterministic for a seed.
 
     Each stratum's patients are shuffled and cut by the cumulative fractions, so every split gets

@@ -1,75 +1,129 @@
-"""`tfbonemet cv`: patient-level k-fold cross-validation, reported as per-fold and mean ± std figures.
+"""`tfbonemet cv`: patient-level k-fold cross-validation, per fold and pooled out of fold.
 
 Folds are drawn over patients (splits.assign_folds), so no patient's studies are both trained and
-tested on. Fold k is the test fold; fold k+1 picks the best epoch (validation), the rest train,
-so the test figures never steer training. Each fold is an ordinary run directory under the CV
-directory, tested through its own Run (preprocessor included); rerunning the same command
-continues an interrupted CV where it stopped.
+tested on. Fold k is the test fold; the other folds are split by patient the way a data build
+splits what it is given (train / validation, stratified), so each model trains on as much as
+`tfbonemet fit` would and the test fold never steers training. Each fold is an ordinary run
+directory under the CV directory, tested through its own Run (preprocessor included); its test
+predictions are pooled into `predictions.csv`, and the pooled out-of-fold figures (ROC AUC, PR AUC,
+F1 at each fold's stored threshold) get patient-bootstrap 95 % intervals. Rerunning the same
+command continues an interrupted cross-validation where it stopped.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig
-from tfbonemet.data.splits import assign_folds
+from tfbonemet.data.splits import TRAIN_VALIDATION, assign_folds, assign_splits
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import make_dir, write_json
+from tfbonemet.io.atomic import make_dir, write_json, write_text
 from tfbonemet.run import Run
 from tfbonemet.tasks.train import trainer
 from tfbonemet.tasks.train.validation import validate
 from tfbonemet.vocab import SPLITS
 
 FIGURES = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
+POOLED = ("auc", "pr_auc", "f1")
+PREDICTIONS_CSV = "predictions.csv"
 
 
 def cross_validate(config: FitConfig, folds: int, log=print) -> Path:
-    """Train `folds` runs and write cv.json (per fold and mean ± std test figures); returns the CV directory."""
+    """Train `folds` runs and write cv.json and the pooled predictions.csv; returns the CV directory."""
     validate(config)
     if folds < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
-    cv_dir = make_dir(Path(config.output_dir) / (config.run_name or f"cv{folds}-{config.model}"))
     studies = datasets.concatenate([datasets.open_split(config, split) for split in SPLITS])
-    binary = studies.task_labels("binary") if config.task != "binary" else studies.task_labels(config.task)
+    binary = studies.task_labels("binary")
     fold_of = assign_folds(studies.patients, binary, folds, seed=config.seed)
     if len(np.unique(fold_of)) < folds:
         raise ConfigError(f"{len(np.unique(studies.patients))} patients cannot fill {folds} folds")
-    results = []
+    cv_dir = make_dir(Path(config.output_dir) / (config.run_name or f"cv{folds}-{config.model}"))
+    results, rows = [], []
     for k in range(folds):
-        test, val = fold_of == k, fold_of == (k + 1) % folds
-        log(f"Fold {k + 1}/{folds}: train {int((~test & ~val).sum())}, validation {int(val.sum())}, "
+        test = fold_of == k
+        rest = np.flatnonzero(~test)
+        split_of = assign_splits(studies.patients[rest], binary[rest], TRAIN_VALIDATION, seed=config.seed + k)
+        train, val = np.zeros_like(test), np.zeros_like(test)
+        train[rest[split_of == "train"]], val[rest[split_of == "validation"]] = True, True
+        log(f"Fold {k + 1}/{folds}: train {int(train.sum())}, validation {int(val.sum())}, "
             f"test {int(test.sum())} studies")
-        splits = studies.subset(~test & ~val), studies.subset(val)
         run_dir = cv_dir / f"fold-{k}"
+        start = time.time()
         if not run_dir.exists():
-            trainer.fit(dataclasses.replace(config, output_dir=str(cv_dir), run_name=run_dir.name), log, *splits)
+            trainer.fit(dataclasses.replace(config, output_dir=str(cv_dir), run_name=run_dir.name), log,
+                        studies.subset(train), studies.subset(val))
         elif not (run_dir / "metrics.json").exists():
-            trainer.resume(run_dir, log, *splits)
-        results.append(test_figures(run_dir, studies.subset(test)))
-        log(f"Fold {k + 1} test: " + ", ".join(f"{f} {results[-1][f]:.3f}" for f in FIGURES))
+            trainer.resume(run_dir, log, studies.subset(train), studies.subset(val))
+        figures, fold_rows = test_fold(run_dir, studies.subset(test), k)
+        results.append({**figures, "fit_seconds": round(time.time() - start, 1)})
+        rows += fold_rows
+        log(f"Fold {k + 1} test: " + ", ".join(f"{f} {figures[f]:.3f}" for f in FIGURES))
     summary = {"folds": folds, "task": config.task, "model": config.model, "per_fold": results,
                "mean": {f: float(np.nanmean([r[f] for r in results])) for f in FIGURES},
                "std": {f: float(np.nanstd([r[f] for r in results])) for f in FIGURES}}
+    if config.task == "binary":
+        summary["pooled"] = pooled_figures(rows)
+    write_text(cv_dir / PREDICTIONS_CSV, predictions_csv(rows))
     write_json(cv_dir / "cv.json", summary)
     log("Cross-validation (test folds): " + ", ".join(
         f"{f} {summary['mean'][f]:.3f} ± {summary['std'][f]:.3f}" for f in FIGURES))
+    if "pooled" in summary:
+        log("Pooled out of fold: " + ", ".join(
+            f"{f} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" for f, v in summary["pooled"].items()))
     log(f"CV directory: {cv_dir}")
     return cv_dir
 
 
-def test_figures(run_dir: Path, test: datasets.Split) -> dict:
-    """The fold's run on its held-out test fold, through the run's own preprocessor, at its stored threshold."""
+def test_fold(run_dir: Path, test: datasets.Split, fold: int) -> tuple[dict, list[dict]]:
+    """The fold's run on its held-out test fold, through the run's own preprocessor, at its stored threshold;
+    returns the figures and one row per study (pseudonymous keys only)."""
     run = Run.load(run_dir)
     ds = test.batches(run.preprocessor, BatchConfig(batch_size=run.config.batch_size), training=False,
                       task=run.config.task)
-    probabilities = run.model.predict(ds, verbose=0)
+    probabilities = np.asarray(run.model.predict(ds, verbose=0), np.float64)
     labels = test.task_labels(run.config.task)
     figures = metrics_lib.classification_metrics(labels, probabilities)
-    if run.threshold is not None:
-        figures = {**metrics_lib.binary_metrics(labels, probabilities[:, 1], run.threshold), "auc": figures["auc"]}
-    return {"fold_dir": run_dir.name, **figures}
+    threshold = run.threshold
+    if threshold is not None:
+        figures = {**metrics_lib.binary_metrics(labels, probabilities[:, 1], threshold), "auc": figures["auc"]}
+    rows = [{"study": str(key), "patient": str(patient), "fold": fold, "label": int(label),
+             "probability": float(p[-1]) if probabilities.shape[1] == 2 else float(p[label]),
+             "threshold": 0.5 if threshold is None else float(threshold)}
+            for key, patient, label, p in zip(test.keys, test.patients, labels, probabilities)]
+    return {"fold_dir": run_dir.name, **figures}, rows
+
+
+def pooled_figures(rows: list[dict], n_resamples: int = 1000) -> dict:
+    """ROC AUC, PR AUC and F1 (each study decided at its own fold's threshold) over all folds' test
+    studies, with patient-bootstrap 95 % intervals."""
+    y = np.array([r["label"] for r in rows])
+    scores = np.array([[r["probability"], r["threshold"]] for r in rows])
+    patients = np.array([r["patient"] for r in rows])
+
+    def statistic(labels, s):
+        decided = s[:, 0] >= s[:, 1]
+        tp = float(np.sum(decided & (labels == 1)))
+        f1 = 2 * tp / max(1.0, float(decided.sum() + (labels == 1).sum()))
+        auc = roc_auc_score(labels, s[:, 0]) if len(np.unique(labels)) == 2 else float("nan")
+        return {"auc": float(auc), "pr_auc": metrics_lib.pr_auc(labels, s[:, 0]), "f1": f1}
+    values = statistic(y, scores)
+    intervals = metrics_lib.bootstrap_ci(statistic, y, scores, patients, n_resamples=n_resamples)
+    return {f: {"value": float(values[f]), "ci95": list(intervals[f])} for f in POOLED}
+
+
+def predictions_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["study", "patient", "fold", "label", "probability", "threshold"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

@@ -1,0 +1,153 @@
+"""Patient-level cross-validation of `tfbonemet fit` on real bone scans (a BS-80K-layout folder).
+
+The development part of the public BS-80K right-chest crops (`../shared/realdata/README.md`) goes
+through the package exactly as a user's data does: `tfbonemet data build` once, then
+`tfbonemet cv --folds K` with `fit` defaults (plus `--fit-args` to try a recipe). Each fold trains
+on the other folds, split by patient into train / validation as a data build splits (validation
+picks the best epoch and the threshold), and is scored on its own fold. Printed: per fold and
+pooled out-of-fold ROC AUC, PR AUC, F1 at each fold's stored threshold, patient-bootstrap 95 %
+intervals, fit minutes per fold, and the machine's load.
+
+`--reference` trains the plain Keras net of bench_reference.py (`large`: two 3x3 convolutions per
+stage 32-64-128, pixels/255, 160x64, class weights, 15 epochs, best epoch by validation AUC)
+through the same folds and the same train / validation split, scored at 0.5.
+
+  python bench/bench_real.py DEV_FOLDER --work /tmp/real                      # defaults
+  python bench/bench_real.py DEV_FOLDER --work /tmp/real --name f32 --fit-args "--precision float32"
+  python bench/bench_real.py DEV_FOLDER --work /tmp/real --reference
+Never point it at held-out patients: every figure it prints steers the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = "tfds:bone_scintigraphy/binary"
+
+
+def load() -> str:
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def tfbonemet(*args: str, log: Path) -> float:
+    """Run the CLI, its output to `log`; returns wall seconds, exits on failure."""
+    start = time.time()
+    with log.open("w") as fh:
+        code = subprocess.call([str(Path(sys.executable).with_name("tfbonemet")), *args], stdout=fh,
+                               stderr=subprocess.STDOUT)
+    if code:
+        sys.exit(f"tfbonemet {' '.join(map(shlex.quote, args))} failed (exit {code}); see {log}")
+    return time.time() - start
+
+
+def build(dev: Path, work: Path) -> Path:
+    tfds = work / "tfds"
+    if not (tfds / "bone_scintigraphy").exists():
+        tfbonemet("data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", str(dev), "--data-dir",
+                  str(tfds), log=work / "build.log")
+    return tfds
+
+
+def interval(figure: dict) -> str:
+    return f"{figure['value']:.3f} [{figure['ci95'][0]:.3f}, {figure['ci95'][1]:.3f}]"
+
+
+def report(name: str, summary: dict) -> None:
+    for k, fold in enumerate(summary["per_fold"]):
+        print(f"  {name} fold {k}: ROC AUC {fold['auc']:.3f}  F1 {fold['f1']:.3f} (threshold "
+              f"{fold.get('threshold', 0.5):.3f})  fit {fold['fit_seconds'] / 60:.1f} min", flush=True)
+    pooled = summary["pooled"]
+    minutes = [f["fit_seconds"] / 60 for f in summary["per_fold"]]
+    print(f"{name}: pooled out of fold ROC AUC {interval(pooled['auc'])}  PR AUC {interval(pooled['pr_auc'])}  "
+          f"F1 {interval(pooled['f1'])}  fit {np.mean(minutes):.1f} min/fold (load {load()})", flush=True)
+
+
+def run_cv(work: Path, tfds: Path, folds: int, name: str, fit_args: str) -> dict:
+    cv_dir = work / "cv" / name
+    tfbonemet("cv", "--folds", str(folds), "--data", DATA, "--data-dir", str(tfds), "--output-dir",
+              str(work / "cv"), "--run-name", name, *shlex.split(fit_args), log=work / f"{name}.log")
+    return json.loads((cv_dir / "cv.json").read_text())
+
+
+def run_reference(tfds: Path, folds: int, epochs: int, seed: int) -> dict:
+    """bench_reference's `large` net through the folds `tfbonemet cv` draws (same seed, same split rule)."""
+    sys.path.insert(0, str(HERE))
+    import bench_reference as ref
+    import keras
+    import tensorflow as tf
+
+    from tfbonemet.config import FitConfig
+    from tfbonemet.data import datasets
+    from tfbonemet.data.splits import TRAIN_VALIDATION, assign_folds, assign_splits
+    from tfbonemet.tasks.cv import pooled_figures
+    from tfbonemet.vocab import SPLITS
+
+    config = FitConfig(data=DATA, data_dir=str(tfds), seed=seed)
+    studies = datasets.concatenate([datasets.open_split(config, s) for s in SPLITS])
+    size = (160, 64)
+    ant, post = [], []
+    for features, _ in studies.records(("anterior", "posterior")).as_numpy_iterator():
+        ant.append(tf.image.resize(features["anterior"].astype(np.float32) / 255.0, size).numpy())
+        post.append(tf.image.resize(features["posterior"][:, ::-1].astype(np.float32) / 255.0, size).numpy())
+    x = {"anterior": np.stack(ant), "posterior": np.stack(post)}
+    y = studies.task_labels("binary")
+    fold_of = assign_folds(studies.patients, y, folds, seed=seed)
+    rows, per_fold = [], []
+    for k in range(folds):
+        test = fold_of == k
+        rest = np.flatnonzero(~test)
+        split_of = assign_splits(studies.patients[rest], y[rest], TRAIN_VALIDATION, seed=seed + k)
+        train, val = rest[split_of == "train"], rest[split_of == "validation"]
+        keras.utils.set_random_seed(seed)
+        positives = y[train].mean()
+        model = ref.build(size, *ref.NETS["large"])
+        best = keras.callbacks.EarlyStopping("val_auc", mode="max", patience=epochs, restore_best_weights=True)
+        start = time.time()
+        model.fit({k_: v[train] for k_, v in x.items()}, y[train],
+                  validation_data=({k_: v[val] for k_, v in x.items()}, y[val]), epochs=epochs, batch_size=32,
+                  class_weight={0: 0.5 / (1 - positives), 1: 0.5 / positives}, callbacks=[best], verbose=0)
+        seconds = time.time() - start
+        p = model.predict({k_: v[test] for k_, v in x.items()}, batch_size=256, verbose=0).ravel()
+        fold_rows = [{"label": int(label), "probability": float(q), "threshold": 0.5, "patient": str(patient)}
+                     for label, q, patient in zip(y[test], p, studies.patients[test])]
+        rows += fold_rows
+        figures = pooled_figures(fold_rows, n_resamples=1)
+        per_fold.append({"auc": figures["auc"]["value"], "f1": figures["f1"]["value"], "fit_seconds": seconds})
+    return {"per_fold": per_fold, "pooled": pooled_figures(rows)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dev", type=Path, help="BS-80K-layout development folder (never held-out patients)")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the build, runs and logs (reused)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--name", default="default", help="name of this recipe's CV directory")
+    parser.add_argument("--fit-args", default="", help="extra `tfbonemet fit` options: the recipe to try")
+    parser.add_argument("--reference", action="store_true", help="the plain reference net instead of tfbonemet")
+    parser.add_argument("--reference-epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault("TFBONEMET_SECRET", "bench_real: a per-machine secret for development pseudonyms")
+    args.work.mkdir(parents=True, exist_ok=True)
+    tfds = build(args.dev, args.work)
+    print(f"{args.dev.name}: {args.folds}-fold patient-level CV; load {load()}", flush=True)
+    if args.reference:
+        summary = run_reference(tfds, args.folds, args.reference_epochs, args.seed)
+        (args.work / "reference.json").write_text(json.dumps(summary, indent=2))
+        report("reference large", summary)
+    else:
+        report(f"tfbonemet fit {args.fit_args}".strip(), run_cv(args.work, tfds, args.folds, args.name,
+                                                                  args.fit_args))
+
+
+if __name__ == "__main__":
+    main()
