@@ -82,7 +82,24 @@ def test_sqrt_and_log_compress_low_counts():
     assert values["log"] > values["sqrt"] > values["linear"]
 
 
+def test_fixed_scale_keeps_a_lesion_brighter_than_healthy_bone():
+    """8-bit display-scaled crops: a per-view percentile would lift a healthy patient's hottest rib to
+    the level of another patient's lesion; the fixed full scale keeps them apart."""
+    healthy = np.full((1, 40, 20, 1), 10.0, np.float32)
+    healthy[0, 5:9, 5:9] = 30.0  # hottest normal bone
+    lesion = healthy.copy()
+    lesion[0, 20:24, 10:14] = 90.0  # a hot spot
+    fixed = ScanPreprocessor("anterior", (40, 20), normalisation="linear", scale=255)
+    percentile = ScanPreprocessor("anterior", (40, 20), normalisation="linear")
+    assert fixed.normalise(lesion).numpy()[0, 21, 11, 0] == pytest.approx(90 / 255)
+    assert fixed.normalise(healthy).numpy().max() == pytest.approx(30 / 255)
+    assert percentile.normalise(healthy).numpy().max() == percentile.normalise(lesion).numpy().max() == 1.0
+    assert "fixed full scale 255" in fixed.describe()["steps"][-1]
+    assert ScanPreprocessor.from_description(fixed.describe()) == fixed
+
+
 @pytest.mark.parametrize("options, problem", [
+    ({"scale": 0}, "intensity scale must be a positive"),
     ({"normalisation": "gamma"}, "unknown normalisation 'gamma'"), ({"crop": "pelvis"}, "unknown crop 'pelvis'"),
     ({"views": "three"}, "unknown views 'three'"), ({"image_size": (4, 64)}, "too small"),
     ({"percentile": 120}, "percentile must be in"),

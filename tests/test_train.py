@@ -115,6 +115,56 @@ def test_cross_validation_writes_per_fold_and_mean_figures(tmp_path):
     assert cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=3, log=quiet) == cv_dir  # resumes: no retrain
 
 
+def test_intensity_scale_comes_from_the_data(tmp_path):
+    """8-bit crops are read at their fixed full scale, counts per view; a configured value is kept."""
+    from types import SimpleNamespace
+
+    def split(peak):
+        return SimpleNamespace(peak_value=lambda views: peak)
+    two_view = recipe.fit_recipe(tiny(tmp_path))
+    config = tiny(tmp_path)
+    assert config.intensity_scale == "auto"
+    assert recipe.intensity_scale(config, two_view, split(96.0), log=quiet) == "255"
+    assert recipe.intensity_scale(config, two_view, split(1800.0), log=quiet) == "percentile"
+    assert recipe.intensity_scale(tiny(tmp_path, intensity_scale=4095), two_view, split(96.0), log=quiet) == "4095"
+    with pytest.raises(ConfigError, match="intensity_scale must be auto or percentile"):
+        train.fit(tiny(tmp_path, intensity_scale="bright"), log=quiet)
+
+
+def test_weight_average_is_what_the_run_keeps(tmp_path):
+    """With weight_ema the best epoch is chosen on, and saved as, the averaged weights (not the raw ones)."""
+    import keras
+
+    plain = train.fit(tiny(tmp_path, run_name="plain", early_stopping=0), log=quiet)
+    averaged = train.fit(tiny(tmp_path, run_name="ema", early_stopping=0, weight_ema=0.9), log=quiet)
+    a, b = (keras.models.load_model(d / "model.keras").get_weights() for d in (plain, averaged))
+    assert any(not np.allclose(x, y) for x, y in zip(a, b))
+    assert json.loads((averaged / "config.json").read_text())["weight_ema"] == 0.9
+    with pytest.raises(ConfigError, match="weight_ema must be in"):
+        train.fit(tiny(tmp_path, run_name="bad", weight_ema=1.5), log=quiet)
+
+
+def test_cross_validation_validates_on_training_folds(tmp_path):
+    """Each fold trains and validates on the other folds (split as a data build splits) and is tested on
+    its own; pooled out-of-fold predictions carry pseudonymous keys and each fold's threshold."""
+    import csv
+
+    from tfbonemet.tasks.cv import cross_validate
+
+    lines = []
+    cv_dir = cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=2, log=lines.append)
+    summary = json.loads((cv_dir / "cv.json").read_text())
+    sizes = [line for line in lines if line.startswith("Fold 1/2")][0]
+    train_n, val_n, test_n = (int(word.rstrip(",")) for word in sizes.split()[3::2])
+    assert val_n < test_n and val_n < train_n  # validation is carved from the training folds, not a whole fold
+    rows = list(csv.DictReader((cv_dir / "predictions.csv").open()))
+    assert len(rows) == train_n + val_n + test_n and {r["fold"] for r in rows} == {"0", "1"}
+    assert len({r["study"] for r in rows}) == len(rows)  # every study tested exactly once
+    assert set(summary["pooled"]) == {"auc", "pr_auc", "f1"}
+    for figure in summary["pooled"].values():
+        assert figure["ci95"][0] <= figure["value"] <= figure["ci95"][1]
+
+
 def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
     """No --image-size: the typical study size, rounded down to a multiple of 8, capped in pixels."""
     from types import SimpleNamespace

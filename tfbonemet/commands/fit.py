@@ -69,6 +69,10 @@ TRAINING_OPTIONS = [
                  help="Adam learning rate (default 1e-3)."),
     click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
                  help="cosine (default): decay to 0 over the epochs; or constant."),
+    click.option("--weight-ema", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+                 metavar="MOMENTUM",
+                 help="Average the weights over the last steps (exponential moving average, e.g. 0.99); "
+                      "validation, the best epoch and the saved model use the average. Default 0 (off)."),
     click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
                  help="Stop after PATIENCE epochs without a better validation AUC (default 8; 0: off)."),
     click.option("--augment/--no-augment", default=None,

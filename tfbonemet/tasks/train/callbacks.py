@@ -121,3 +121,22 @@ class RestoreOnly(keras.callbacks.BackupAndRestore):
 def diverged_error(epoch: int) -> ConfigError:
     return ConfigError(f"training diverged at epoch {epoch + 1} (the model's outputs became NaN); "
                        f"lower --learning-rate. The best epoch before that was kept")
+
+
+class _SwapOut(keras.callbacks.Callback):
+    """Puts the raw weights back at the end of an epoch, after what should see the average."""
+
+    def __init__(self, swap: keras.callbacks.SwapEMAWeights):
+        super().__init__()
+        self.swap = swap
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.swap._ema_weights_in_model:
+            self.swap._swap_variables()
+            self.swap._ema_weights_in_model = False
+
+
+def averaged_weights() -> tuple[list, list]:
+    """Callbacks to place first and before the backups when the optimizer keeps a weight average (`weight_ema`)."""
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    return [swap], [_SwapOut(swap)]

@@ -113,4 +113,5 @@ def compile_model(model: keras.Model, config: FitConfig, stage: Stage, steps_per
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, jit_compile=jit)
+    averaging = {"use_ema": True, "ema_momentum": config.weight_ema} if config.weight_ema else {}
+    model.compile(optimizer=keras.optimizers.Adam(rate, **averaging), loss=loss, metrics=metrics, jit_compile=jit)

@@ -31,7 +31,7 @@ from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, lo
                            read_config, serving_model)
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, RestoreOnly, ValidationAUC,
-                                             diverged_error)
+                                             averaged_weights, diverged_error)
 from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages
 from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
@@ -250,7 +250,10 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
     backups = [RandomStateBackup(backup_dir, write=writer),
                (keras.callbacks.BackupAndRestore if writer else RestoreOnly)(
                    str(backup_dir), double_checkpoint=True, delete_checkpoint=False)]
-    callbacks = [validation, *checkpoint, *stopping, *logs, *backups]
+    # averaged weights are swapped in for validation, the best-epoch checkpoint and early stopping,
+    # and out again before the backups, which keep the raw weights and the average apart
+    swap_in, swap_out = averaged_weights() if config.weight_ema else ([], [])
+    callbacks = [*swap_in, validation, *checkpoint, *stopping, *logs, *swap_out, *backups]
     model.fit(train_ds, validation_data=None if multi_worker else val_ds, epochs=stage.last_epoch,
               initial_epoch=stage.first_epoch, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)

@@ -77,6 +77,8 @@ def validate(config: FitConfig, where: str = "configuration") -> None:
     if not 0 < config.target_sensitivity <= 1:
         raise ConfigError(f"target_sensitivity must be in (0, 1], got {config.target_sensitivity}")
     check_intensity_scale(config.intensity_scale)
+    if not 0 <= config.weight_ema < 1:
+        raise ConfigError(f"weight_ema must be in [0, 1) (0 = off; e.g. 0.99), got {config.weight_ema}")
     if config.early_stopping < 0 or config.head_epochs < 0:
         raise ConfigError("early_stopping and head_epochs must not be negative")
     if config.head_epochs >= config.epochs and config.init_backbone:
