@@ -15,6 +15,8 @@ through the same folds and the same train / validation split, scored at 0.5.
   python bench/bench_real.py DEV_FOLDER --work /tmp/real                      # defaults
   python bench/bench_real.py DEV_FOLDER --work /tmp/real --name f32 --fit-args "--precision float32"
   python bench/bench_real.py DEV_FOLDER --work /tmp/real --reference
+  python bench/bench_real.py PHANTOM_FOLDER --work /tmp/phantom --name f32 --fit-args "--precision float32"
+  python bench/bench_real.py --rank /tmp/real /tmp/phantom     # does the phantom rank recipes as real CV does?
 Never point it at held-out patients: every figure it prints steers the defaults.
 """
 from __future__ import annotations
@@ -125,10 +127,27 @@ def run_reference(tfds: Path, folds: int, epochs: int, seed: int) -> dict:
     return {"per_fold": per_fold, "pooled": pooled_figures(rows)}
 
 
+def rank_agreement(real: Path, phantom: Path) -> None:
+    """Spearman's rank correlation of pooled ROC AUC over the recipes cross-validated in both work folders."""
+    from scipy.stats import spearmanr
+
+    def pooled(work: Path) -> dict[str, float]:
+        return {p.parent.name: json.loads(p.read_text())["pooled"]["auc"]["value"]
+                for p in (work / "cv").glob("*/cv.json")}
+    a, b = pooled(real), pooled(phantom)
+    names = sorted(set(a) & set(b), key=lambda n: -a[n])
+    for name in names:
+        print(f"  {name:24s} real {a[name]:.3f}  phantom {b[name]:.3f}")
+    rho = spearmanr([a[n] for n in names], [b[n] for n in names]).statistic if len(names) > 1 else float("nan")
+    print(f"Spearman rank correlation over {len(names)} recipes: {rho:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dev", type=Path, help="BS-80K-layout development folder (never held-out patients)")
-    parser.add_argument("--work", type=Path, required=True, help="folder for the build, runs and logs (reused)")
+    parser.add_argument("dev", type=Path, nargs="?", help="BS-80K-layout development folder (never held-out patients)")
+    parser.add_argument("--work", type=Path, help="folder for the build, runs and logs (reused)")
+    parser.add_argument("--rank", type=Path, nargs=2, metavar=("REAL_WORK", "PHANTOM_WORK"),
+                        help="compare the recipes two earlier --work folders cross-validated, and stop")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--name", default="default", help="name of this recipe's CV directory")
     parser.add_argument("--fit-args", default="", help="extra `tfbonemet fit` options: the recipe to try")
@@ -136,6 +155,10 @@ def main():
     parser.add_argument("--reference-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.rank:
+        return rank_agreement(*args.rank)
+    if not (args.dev and args.work):
+        parser.error("give the development folder and --work")
     os.environ.setdefault("TFBONEMET_SECRET", "bench_real: a per-machine secret for development pseudonyms")
     args.work.mkdir(parents=True, exist_ok=True)
     tfds = build(args.dev, args.work)

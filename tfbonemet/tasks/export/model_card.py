@@ -256,8 +256,8 @@ def render_model_card(card: dict) -> str:
     pre = card["preprocessing"]
     mirrored = "posterior mirrored, " if pre["mirror_posterior"] else ""
     lines += ["", f"Inside the SavedModel: {mirrored}resized with padding to {pre['image_size'][0]}x"
-              f"{pre['image_size'][1]}, counts divided by the {pre['percentile']}th percentile and "
-              f"`{pre['normalisation']}`-compressed to [0, 1]. TFLite files take that preprocessed tensor; each "
+              f"{pre['image_size'][1]}, {pre['steps'][-1]} (to [0, 1]). TFLite files take that preprocessed "
+              "tensor; each "
               "carries this description in its metadata (`tfbonemet`).",
               "", "## Outputs", "",
               f"- `probabilities`: float32, one per class ({', '.join(card['classes'])})",
