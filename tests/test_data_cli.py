@@ -85,7 +85,8 @@ def test_failed_build_is_one_line_and_leaves_no_dataset(phantom_dir, tmp_path):
     assert not tfds.builder("bone_scintigraphy/binary", data_dir=str(out)).is_prepared()
 
 
-def test_skip_bad_builds_the_rest_and_lists_what_was_skipped(phantom_dir, tmp_path):
+def test_skip_bad_builds_the_rest_and_lists_what_was_skipped(phantom_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFBONEMET_SECRET", "test-site-secret")  # a changed file: no longer the phantom's own
     source = tmp_path / "source"
     source.mkdir()
     for path in phantom_dir.iterdir():

@@ -224,6 +224,13 @@ def test_predict_fault(name, ctx):
     run_case(PREDICT, name, ctx, ["predict"])
 
 
+def test_an_undecodable_dicom_logs_nothing_beside_its_error(ctx, caplog):
+    """pydicom logs each decoder's failure with a traceback; only the one Error line may reach the user."""
+    with caplog.at_level("DEBUG"):
+        run_case(PREDICT, "JPEG-lossy NM", ctx, ["predict"])
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pydicom")] == []
+
+
 # ---------------------------------------------------------------- data build
 
 def _dicom_layout(c, name: str, labels: str | None = None, extra: str | None = None) -> Path:
@@ -339,6 +346,21 @@ def test_real_data_need_a_secret(ctx, monkeypatch):
     assert_one_error([*build, "--secret-file", _empty_file(ctx, "empty-secret")], "empty-secret", "is empty")
 
 
+def test_a_phantom_mark_is_no_way_around_the_secret(ctx, monkeypatch):
+    """A phantom mark copied into a folder of real data, or a file added beside the phantom's: the
+    folder is real data, and real data need a site secret."""
+    for name in ("TFBONEMET_SECRET", "TFBONEMET_SECRET_FILE", "TFBONEMET_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    real = _manifest(ctx, "real-marked", "scan")
+    shutil.copy(DUMMY / "manifest" / ".tfbonemet-phantom", real)
+    grown = ctx["tmp"] / "build" / "phantom-grown"
+    shutil.copytree(DUMMY / "manifest", grown)
+    shutil.copy(ctx["scan"], grown / "images" / "real.png")
+    for folder in (real, grown):
+        assert_one_error(["data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", folder, "--data-dir",
+                          ctx["tmp"] / "t"], folder.name, "no site secret")
+
+
 # ---------------------------------------------------------------- data phantom
 
 def _holding(c, name: str, file: str, text: str = "") -> Path:
@@ -388,6 +410,8 @@ FIT = {
     "TFDS dataset not built": lambda c: (["--data", "tfds:bone_scintigraphy/binary", "--data-dir",
                                           c["tmp"] / "no-tfds"], ["bone_scintigraphy", "not built"]),
     "unknown model option": lambda c: (["--model-option", "bogus=1"], ["bogus"]),
+    "model option of the wrong type": lambda c: (["--model-option", "filters=abc"], ["filters", "abc", "list"]),
+    "model option not a number": lambda c: (["--model-option", "dropout=high"], ["dropout", "high", "number"]),
     "model option not KEY=VALUE": lambda c: (["--model-option", "bogus"], ["bogus", "KEY=VALUE"]),
     "image size below 32": lambda c: (["--image-size", "16", "16"], ["--image-size", "16"]),
     "32x32 image size on the phantom": lambda c: (["--image-size", "32", "32"], ["32x32", "phantom"]),
@@ -416,6 +440,53 @@ def test_resume_fault(name, ctx):
     run_case(RESUME, name, ctx, ["fit", "--resume"])
 
 
+def _dead_pid() -> int:
+    """The process id of a process that has ended (what a killed run's temporary names hold)."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_resume_of_a_run_killed_as_it_ended_removes_what_it_left(ctx, tmp_path):
+    """Killed after metrics.json appeared: the run is finished, and --resume removes best.keras, backup/
+    and the killed save's temporary file instead of keeping them."""
+    run = tmp_path / "run"
+    shutil.copytree(ctx["run"], run)
+    model, metrics = (run / "model.keras").read_bytes(), (run / "metrics.json").read_text()
+    shutil.copy(run / "model.keras", run / "best.keras")
+    (run / "backup" / "train").mkdir(parents=True)
+    (run / "backup" / "train" / "training_metadata.json").write_text('{"epoch": 2}')
+    (run / f".model.{_dead_pid()}.part.keras").write_bytes(b"")
+    result = CliRunner().invoke(cli, ["fit", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "removed" in result.output
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in ctx["run"].iterdir())
+    assert (run / "model.keras").read_bytes() == model and (run / "metrics.json").read_text() == metrics
+    assert_one_error(["fit", "--resume", run], "already finished")  # nothing more to do
+
+
+def test_resume_removes_the_temporary_file_of_a_killed_save(ctx, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ctx["run"], run)
+    (run / "model.keras").unlink()
+    (run / "metrics.json").unlink()
+    stale = run / f".model.{_dead_pid()}.part.keras"
+    stale.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["fit", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "metrics.json").is_file() and not stale.exists()
+    assert [p.name for p in run.glob(".*")] == []
+
+
+def test_refused_cv_leaves_no_folder(ctx):
+    """A fold refused before it trains (here: the batch is larger than a fold's training studies)."""
+    out = ctx["tmp"] / "cv-refused"
+    assert_one_error(["cv", "--folds", "4", *SMALL, "--batch-size", "16", "--output-dir", out], "batch size")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 # ---------------------------------------------------------------- tasks that load a run
 
 def _damaged(c, name: str, file: str, content: bytes | None) -> Path:
@@ -435,6 +506,9 @@ DAMAGE = {
                                       ["config.json", "batch_size"]),
     "config.json not JSON": (lambda c: _damaged(c, "not-json", "config.json", b"{oops"), ["config.json"]),
     "random-bytes model.keras": (lambda c: _damaged(c, "random", "model.keras", os.urandom(2048)), ["model.keras"]),
+    "truncated model.keras": (lambda c: _damaged(c, "truncated", "model.keras",
+                                                 (c["run"] / "model.keras").read_bytes()[:3000]),
+                              ["model.keras", "truncated"]),
     "no model.keras": (lambda c: _damaged(c, "no-model", "model.keras", None), ["model.keras"]),
     "missing run": (lambda c: c["tmp"] / "nowhere", ["nowhere"]),
 }

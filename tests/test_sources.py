@@ -29,7 +29,11 @@ def dicom_dir(tmp_path, studies):
 
 
 @pytest.fixture
-def copy_of(tmp_path):
+def copy_of(tmp_path, monkeypatch):
+    """A copy of a dummy layout to change; a changed copy is no longer what its phantom mark lists, so a
+    site secret is set (a test of the secret itself removes it)."""
+    monkeypatch.setenv("TFBONEMET_SECRET", "test-site-secret")
+
     def copy(layout: str) -> Path:
         return Path(shutil.copytree(DUMMY / layout, tmp_path / layout))
     return copy

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,27 @@ def read_config(run_dir) -> FitConfig:
     return config
 
 
+def check_keras_file(path: Path) -> None:
+    """A .keras file is a zip archive holding config.json; anything else is not a Keras model file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            ok = "config.json" in archive.namelist()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except (OSError, zipfile.BadZipFile, ValueError):
+        ok = False
+    if not ok:
+        raise ModelError(f"{path}: not a Keras model file (not a .keras archive with config.json); "
+                         f"damaged, truncated or another kind of file")
+
+
 def load_keras_model(path: Path):
     """A .keras file in safe mode, with tfbonemet's custom layers registered first."""
     import keras
 
     import tfbonemet.models.layers  # noqa: F401  (registers every custom layer)
 
+    check_keras_file(path)
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as exc:  # keras raises many types for a corrupt or foreign file

@@ -101,11 +101,11 @@ def phantom(out_dir, num_studies, size, layout, difficulty, split_views, seed):
     make_dir(out_dir)
     studies = (generator.study(i) for i in range(num_studies))
     try:
-        mark_phantom(out_dir)
         if layout == "bs80k":
             positives = bs80k.write_bs80k(studies, out_dir)
         else:
             write_dataset(studies, out_dir, split_views=split_views)
+        mark_phantom(out_dir)  # lists what was written: a file added later makes the folder real data
     except OSError as exc:
         raise DataError(f"cannot write {getattr(exc, 'filename', None) or out_dir}: {exc.strerror or exc}") from None
     if layout == "bs80k":

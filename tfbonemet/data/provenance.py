@@ -19,11 +19,13 @@ PHANTOM_MANUFACTURER = "tfbonemet phantom"  # the Manufacturer of every phantom 
 
 
 def is_phantom(folder: Path) -> bool:
-    """`folder` holds only synthetic studies: `data phantom` marked it, or every DICOM file in it is one
-    the phantom wrote (Manufacturer "tfbonemet phantom"; the first other file ends the search)."""
+    """`folder` holds only synthetic studies: `data phantom` marked it and it holds exactly the files the
+    mark lists (by name and size), or every DICOM file in it is one the phantom wrote (Manufacturer
+    "tfbonemet phantom"; the first other file ends the search). A mark alone, in a folder holding
+    other files, proves nothing."""
     import pydicom
 
-    if (Path(folder) / PHANTOM_MARKER).is_file():
+    if _marked_files(Path(folder)) == _files_of(Path(folder)):
         return True
     if not (Path(folder) / "labels.csv").is_file():
         return False
@@ -40,8 +42,36 @@ def is_phantom(folder: Path) -> bool:
 
 
 def mark_phantom(folder: Path) -> None:
-    """Record that `folder` holds only synthetic studies (no real patient behind any pseudonym)."""
-    write_text(Path(folder) / PHANTOM_MARKER, "synthetic studies only: no real patient behind any pseudonym\n")
+    """Record that `folder`, as it is now, holds only synthetic studies (no real patient behind any
+    pseudonym): the mark lists every file in it with its size."""
+    listing = "".join(f"{size} {name}\n" for name, size in sorted(_files_of(Path(folder)).items()))
+    write_text(Path(folder) / PHANTOM_MARKER, MARK_HEADER + listing)
+
+
+MARK_HEADER = "synthetic studies only: no real patient behind any pseudonym; files (bytes, name):\n"
+
+
+def _files_of(folder: Path) -> dict[str, int]:
+    """Every file under `folder` but the mark: relative name -> size."""
+    return {path.relative_to(folder).as_posix(): path.stat().st_size for path in folder.rglob("*")
+            if path.is_file() and path.name != PHANTOM_MARKER}
+
+
+def _marked_files(folder: Path) -> dict[str, int] | None:
+    """The files a phantom mark lists, or None when there is no mark (or one of an older kind)."""
+    try:
+        text = (folder / PHANTOM_MARKER).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith(MARK_HEADER):
+        return None
+    listed = {}
+    for line in text[len(MARK_HEADER):].splitlines():
+        size, _, name = line.partition(" ")
+        if not size.isdigit() or not name:
+            return None
+        listed[name] = int(size)
+    return listed or None
 
 
 def secret_for_build(manual_dir: Path, secret: str | None, allow_public: bool) -> str:

@@ -11,6 +11,7 @@ this module, and a StudyInstanceUID only as the grouping key that discovery hash
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
@@ -25,6 +26,9 @@ from tfbonemet.io import images
 from tfbonemet.io.files import dicom_files
 from tfbonemet.io.pseudonym import keyed_hash, site_secret, study_key_for_uid
 from tfbonemet.vocab import ANTERIOR, IMAGE, POSTERIOR, VIEWS
+
+# pydicom logs each pixel decoder's failure (an ERROR with its traceback); the one DataError of `_decode` says it all
+logging.getLogger("pydicom.pixels").setLevel(logging.CRITICAL)
 
 MODALITIES = ("NM",)
 ANY_MODALITY_ENV = "TFBONEMET_ANY_MODALITY"

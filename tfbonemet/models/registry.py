@@ -89,3 +89,27 @@ def check_options(name: str, options) -> None:
     if unknown:
         raise ConfigError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
                           f"it takes {', '.join(accepted)}")
+    defaults = {p.name: p.default for p in inspect.signature(spec.builder).parameters.values()}
+    for key, value in options.items():
+        wanted = _option_kind(defaults.get(key, inspect.Parameter.empty), value)
+        if wanted:
+            raise ConfigError(f"model option {key}={value!r}: {key} must be {wanted}")
+
+
+def _option_kind(default, value) -> str | None:
+    """What an option given as `value` should be, judged by its builder default; None when it fits."""
+    def count(v, least=0):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if count(value) else "a whole number, 0 or more"
+    if isinstance(default, float):
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        return None if fits else "a number, 0 or more"
+    if isinstance(default, (tuple, list)):
+        fits = isinstance(value, (list, tuple)) and value and all(count(v, 1) for v in value)
+        return None if fits else "a list of positive whole numbers such as [16,32,64]"
+    if isinstance(default, str):  # a word, or a whole number where the word is "auto"
+        return None if isinstance(value, str) or count(value, 1) else "a word"
+    return None

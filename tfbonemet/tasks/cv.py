@@ -47,7 +47,17 @@ def cross_validate(config: FitConfig, folds: int, log=print) -> Path:
     fold_of = assign_folds(studies.patients, binary, folds, seed=config.seed)
     if len(np.unique(fold_of)) < folds:
         raise ConfigError(f"{len(np.unique(studies.patients))} patients cannot fill {folds} folds")
-    cv_dir = make_dir(Path(config.output_dir) / (config.run_name or f"cv{folds}-{config.model}"))
+    cv_dir = Path(config.output_dir) / (config.run_name or f"cv{folds}-{config.model}")
+    created = not cv_dir.exists()
+    try:
+        return _cross_validate(config, folds, studies, binary, fold_of, make_dir(cv_dir), log)
+    except BaseException:
+        if created and cv_dir.is_dir() and not any(cv_dir.iterdir()):
+            cv_dir.rmdir()  # refused or stopped before its first fold had trained an epoch
+        raise
+
+
+def _cross_validate(config: FitConfig, folds: int, studies, binary, fold_of, cv_dir: Path, log) -> Path:
     results, rows = [], []
     for k in range(folds):
         test = fold_of == k

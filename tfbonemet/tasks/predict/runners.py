@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tfbonemet.errors import ModelError
 from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.run import decide
+from tfbonemet.run import check_keras_file, decide
 from tfbonemet.vocab import model_input_names
 
 METADATA_JSON = "metadata.json"
@@ -198,18 +197,6 @@ def _check_tflite(path: Path) -> None:
         raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier); damaged or another kind of file")
 
 
-def _check_keras(path: Path) -> None:
-    """A .keras file is a zip archive holding config.json; anything else is not a Keras model file."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            ok = "config.json" in archive.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        ok = False
-    if not ok:
-        raise ModelError(f"{path}: not a Keras model file (not a .keras archive with config.json); "
-                         f"damaged, truncated or another kind of file")
-
-
 def _verify_export(path: Path) -> None:
     """An export's files against the digests recorded at export: a changed or tampered file is refused
     before TensorFlow runs any of its graph (docs/security.md)."""
@@ -240,12 +227,12 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
             return SavedModelRunner(version)
         if (path / "model.keras").is_file() or (path / "config.json").is_file():
             if (path / "model.keras").is_file():
-                _check_keras(path / "model.keras")
+                check_keras_file(path / "model.keras")
             return KerasRunner(path)
         raise ModelError(f"{path} is neither a run directory (model.keras), a SavedModel (saved_model.pb) "
                          f"nor a TF Serving model folder (numbered versions)")
     if path.suffix == ".keras":  # a run's own model.keras keeps its run's preprocessing (config.json)
-        _check_keras(path)
+        check_keras_file(path)
         in_run = path.name == "model.keras" and (path.parent / "config.json").is_file()
         return KerasRunner(path.parent if in_run else path)
     if path.suffix == ".tflite":

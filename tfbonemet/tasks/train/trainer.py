@@ -23,7 +23,7 @@ from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig, class_weights
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import save_model, write_json, write_text
+from tfbonemet.io.atomic import PART, remove_stale, save_model, write_json, write_text
 from tfbonemet.models import finetune
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.preprocessing.augment import make_augment
@@ -104,7 +104,12 @@ def resume(run_dir, log=print, train_split: datasets.Split | None = None,
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if all((run_dir / name).exists() for name in FINISHED):
-        raise ConfigError(f"run {run_dir} has already finished")
+        left = tidy(run_dir)
+        if not left:
+            raise ConfigError(f"run {run_dir} has already finished")
+        log(f"Run {run_dir} had finished; removed {', '.join(left)}, left by a process killed as it ended")
+        return run_dir
+    tidy(run_dir, keep_best=True)
     log(f"Resuming {run_dir}")
     return train_recipe(config, fit_recipe(config), read_preprocessor(run_dir, config), run_dir, log,
                         train_split, val_split)
@@ -283,8 +288,7 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
             "figures": metrics_lib.binary_metrics(y_val, probabilities[:, 1], threshold)}
     write_json(run_dir / "metrics.json", payload)
     write_training_curves(run_dir)
-    best_path.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    tidy(run_dir)
     log("Validation: " + ", ".join(f"{k} {figures[k]:.3f}" for k in
                                    ("accuracy", "precision", "recall", "specificity", "f1", "auc")))
     if "operating_point" in payload:
@@ -294,3 +298,18 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
             f"specificity {point['figures']['specificity']:.3f}")
     log(f"Run directory: {run_dir}")
     return run_dir
+
+
+def tidy(run_dir: Path, keep_best: bool = False) -> list[str]:
+    """Remove what training leaves while it runs: best.keras and backup/ (unless `keep_best`: the run is
+    not finished) and the temporary files of a killed process; returns the names removed."""
+    removed = [stale.name for stale in remove_stale(run_dir, f".*{PART}*")]
+    if not keep_best:
+        for path in (run_dir / "best.keras", run_dir / "backup"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(f"{path.name}/")
+            elif path.exists():
+                path.unlink()
+                removed.append(path.name)
+    return removed
