@@ -224,6 +224,30 @@ def test_predict_fault(name, ctx):
     run_case(PREDICT, name, ctx, ["predict"])
 
 
+def test_any_modality_says_the_results_mean_nothing(monkeypatch, capsys):
+    from tfbonemet.errors import DataError
+    from tfbonemet.io import dicom
+
+    monkeypatch.setenv(dicom.ANY_MODALITY_ENV, "1")
+    monkeypatch.setattr(dicom, "_warned_modalities", set())
+    for path in (CT, CT, MR):
+        try:
+            dicom.read_views(path)
+        except DataError:
+            pass  # one slice is no anterior/posterior pair: what matters is that it was read, and said so
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 2 and "CT" in warnings[0] and "MR" in warnings[1]
+    assert all("mean nothing" in line for line in warnings)
+
+
+def test_absl_warnings_do_not_come_before_an_error(ctx):
+    import logging
+
+    assert_one_error(["export", ctx["run"] / "nowhere"], "nowhere")
+    assert not logging.getLogger("absl").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("absl").isEnabledFor(logging.ERROR)
+
+
 def test_an_undecodable_dicom_logs_nothing_beside_its_error(ctx, caplog):
     """pydicom logs each decoder's failure with a traceback; only the one Error line may reach the user."""
     with caplog.at_level("DEBUG"):
@@ -541,6 +565,13 @@ OTHERS = {
 @pytest.mark.parametrize("name", OTHERS)
 def test_other_fault(name, ctx):
     run_case(OTHERS, name, ctx, [])
+
+
+def test_evaluate_refuses_an_unwritable_output_before_predicting(ctx):
+    result = CliRunner().invoke(cli, ["evaluate", str(ctx["run"]), "--bootstrap", "10", "--output-dir",
+                                      str(ctx["unwritable"] / "eval")])
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert "Predicting" not in result.output and "Bootstrapping" not in result.output
 
 
 # Commands with no case here, and why; any other command must have bad-input cases above.

@@ -39,6 +39,15 @@ def test_terminal_gets_a_bar_unless_dumb(monkeypatch, term):
         assert lines == [] and "Bootstrapping" in bar and "/10" in bar and "\r" in bar
 
 
+def test_counts_name_their_unit_in_plain_english(monkeypatch):
+    monkeypatch.setattr(progress, "interactive", lambda: False)
+    lines = []
+    for unit, n in (("study", 2), ("study", 1), ("resample", 20), ("day", 3)):
+        with progress.counter("Doing", n, lines.append, unit=unit):
+            pass
+    assert lines == ["Doing (2 studies) ...", "Doing (1 study) ...", "Doing (20 resamples) ...", "Doing (3 days) ..."]
+
+
 def test_counting_advances_once_per_call():
     seen = []
     double = progress.counting(lambda x: 2 * x, seen.append)

@@ -34,6 +34,15 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    quiet_absl()
+
+
+def quiet_absl() -> None:
+    """absl's Python WARNING lines (TensorFlow's and Keras' notes on saving and loading) say nothing a user
+    can act on, and would come before a command's own Error line; its errors still show."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 class Group(click.Group):

@@ -20,12 +20,19 @@ def interactive() -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
 
 
+def plural(word: str, n: int) -> str:
+    """`word` for one, its plural for any other count: study -> studies, step -> steps."""
+    if n == 1:
+        return word
+    return word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else word + "s"
+
+
 @contextlib.contextmanager
 def counter(desc: str, total: int | None = None, log: Callable[[str], object] = print,
             unit: str = "step") -> Iterator[Callable[[int], None]]:
     """A stage of `total` steps; yields `advance(n=1)`. A bar on a terminal, else one line as it starts."""
     if not interactive():
-        log(f"{desc} ..." if total is None else f"{desc} ({total} {unit}s) ...")
+        log(f"{desc} ..." if total is None else f"{desc} ({total} {plural(unit, total)}) ...")
         yield lambda n=1: None
         return
     from tqdm.auto import tqdm

@@ -44,6 +44,21 @@ def make_dir(path, exist_ok: bool = True) -> Path:
     return path
 
 
+def check_writable(path) -> Path:
+    """Fail now, before any long work, when folder `path` could not be created or written; creates nothing."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot write {path}: {probe} exists and is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tfbonemet-probe.", dir=probe))
+    except OSError as exc:
+        _fail(path, exc)
+    return path
+
+
 @contextlib.contextmanager
 def open_for_write(path, mode: str = "wb", **options) -> Iterator[IO]:
     """A file object to stream `path` into (`mode` "wb" or "w"; `options` go to `open`).

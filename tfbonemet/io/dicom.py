@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -124,11 +125,21 @@ def _read_dataset(path: Path, stop_before_pixels: bool = False):
     return ds
 
 
+_warned_modalities: set[str] = set()
+
+
 def _check_modality(ds, path: Path, modalities: tuple[str, ...]) -> None:
     modality = str(ds.get("Modality", "") or "")
-    if modality not in modalities and not os.environ.get(ANY_MODALITY_ENV):
+    if modality in modalities:
+        return
+    if not os.environ.get(ANY_MODALITY_ENV):
         raise DataError(f"{path}: modality {modality or 'missing'}, not {' or '.join(modalities)}: the wrong kind "
                         f"of image for this model (--any-modality reads it anyway)")
+    if modality not in _warned_modalities:  # once per modality: a folder of CT slices is one warning
+        _warned_modalities.add(modality)
+        print(f"Warning: reading {modality or 'modality-less'} images ({path} first) because of --any-modality: "
+              f"the model was trained on {' or '.join(modalities)} bone scans, and its results for them mean "
+              f"nothing", file=sys.stderr)
 
 
 def _decode(ds, path: Path, modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:

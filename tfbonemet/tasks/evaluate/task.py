@@ -19,7 +19,7 @@ from tfbonemet import metrics as metrics_lib
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import make_dir, write_text
+from tfbonemet.io.atomic import check_writable, make_dir, write_text
 from tfbonemet.progress import counter, counting
 from tfbonemet.run import Run
 
@@ -140,9 +140,10 @@ def run_evaluation(path, split: str = "test", output_dir=None, log=print, **opti
     """Evaluate and write metrics.json, predictions.csv, report.md and the figures; returns the output directory."""
     from tfbonemet.tasks.evaluate import report
 
-    results, run, predictions = evaluate(path, split, log=log, **options)
     path = Path(path)
-    out = make_dir(Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / f"eval-{split}")
+    out = check_writable(Path(output_dir) if output_dir else (path if path.is_dir() else path.parent) / f"eval-{split}")
+    results, run, predictions = evaluate(path, split, log=log, **options)
+    out = make_dir(out)
     write_text(out / "predictions.csv", predictions_csv(run, predictions))
     report.write_report(out, results, predictions.labels, predictions.probabilities, source=path.name,
                         groups=predictions.patients)
