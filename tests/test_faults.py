@@ -511,6 +511,80 @@ def test_refused_cv_leaves_no_folder(ctx):
     assert not out.exists() or list(out.iterdir()) == []
 
 
+# ---------------------------------------------------------------- damaged builds
+
+DATA = "tfds:bone_scintigraphy/binary"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A small built dataset (data phantom, then data build)."""
+    root = tmp_path_factory.mktemp("built")
+    for args in (["data", "phantom", root / "source", "--num-studies", "40", "--size", "64", "16"],
+                 ["data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", root / "source", "--data-dir",
+                  root / "tfds"]):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    return root / "tfds"
+
+
+def _version(data_dir: Path) -> Path:
+    return data_dir / "bone_scintigraphy" / "binary" / "1.0.0"
+
+
+def _truncate(path: Path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_bit(path: Path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _miscount(path: Path):
+    info = path.parent / "dataset_info.json"
+    text = json.loads(info.read_text())
+    for split in text["splits"]:
+        split["shardLengths"] = [str(int(n) - 1) for n in split["shardLengths"]]
+    info.write_text(json.dumps(text))
+
+
+DAMAGED_BUILDS = {"truncated shard": (_truncate, ["damaged record file", "truncated"]),
+                  "bit-flipped shard": (_flip_a_bit, ["damaged record file", "corrupted"]),
+                  "dataset_info.json miscounting": (_miscount, ["dataset_info.json", "no longer matches"])}
+
+
+def _damaged_build(built: Path, tmp: Path, damage: str, split: str) -> tuple[Path, str]:
+    copy = tmp / "tfds"
+    shutil.copytree(built, copy)
+    shard = next(_version(copy).glob(f"*-{split}.tfrecord-*"))
+    DAMAGED_BUILDS[damage][0](shard)
+    return copy, shard.name
+
+
+@pytest.mark.parametrize("damage", DAMAGED_BUILDS)
+def test_fit_refuses_a_damaged_build(damage, built, tmp_path):
+    data_dir, shard = _damaged_build(built, tmp_path, damage, "train")
+    words = [shard, *DAMAGED_BUILDS[damage][1], "data build", str(data_dir)]
+    assert_one_error(["fit", "--data", DATA, "--data-dir", data_dir, "--epochs", "1", "--batch-size", "4",
+                      "--output-dir", tmp_path / "runs"], *words)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_evaluate_refuses_a_build_damaged_after_training(built, tmp_path):
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(built, data_dir)
+    result = CliRunner().invoke(cli, [str(a) for a in ["fit", "--data", DATA, "--data-dir", data_dir, "--epochs", "1",
+                                                       "--batch-size", "4", "--model-option", "filters=[8,16]",
+                                                       "--output-dir", tmp_path, "--run-name", "run"]])
+    assert result.exit_code == 0, result.output
+    shard = next(_version(data_dir).glob("*-test.tfrecord-*"))
+    _flip_a_bit(shard)
+    assert_one_error(["evaluate", tmp_path / "run", "--bootstrap", "10"], shard.name, "damaged", "data build")
+    assert not (tmp_path / "run" / "eval-test").exists()
+
+
 # ---------------------------------------------------------------- tasks that load a run
 
 def _damaged(c, name: str, file: str, content: bytes | None) -> Path:

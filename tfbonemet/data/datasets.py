@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -120,6 +121,7 @@ def open_split(config, split: str) -> Split:
         return from_studies(load_split(config, split, log=lambda *_: None))
     builder = tfds_builder(config.data, config.data_dir, config.manual_dir)
     split = _tfds_split(builder, split)
+    check_shards(builder, split)
     names = tuple(builder.info.features["label"].names)
 
     def records(views):
@@ -180,6 +182,28 @@ def _tfds_split(builder, split: str) -> str:
         raise DataError(f"TFDS dataset {builder.info.full_name} has no split {split!r} "
                         f"(it has {', '.join(builder.info.splits)})")
     return split
+
+
+def check_shards(builder, split: str) -> None:
+    """Every record file of `split` is whole (each record's checksum holds) and holds as many records as
+    dataset_info.json says: a damaged build is refused before anything trains on it or is scored on it."""
+    info = builder.info.splits[split]
+    for path, expected in zip(info.filepaths, info.shard_lengths):
+        path = Path(str(path))
+        try:
+            found = sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+        except tf.errors.OpError as exc:
+            reason = str(exc.message).split("}}")[-1].split("[Op:")[0].replace("' failed with", ":").strip()
+            raise DataError(f"{path}: damaged record file ({reason or type(exc).__name__}); {_rebuild(builder)}") from None
+        if found != expected:
+            raise DataError(f"{path}: holds {found} records where {Path(builder.data_dir) / 'dataset_info.json'} "
+                            f"says {expected}: the build no longer matches its description; {_rebuild(builder)}")
+
+
+def _rebuild(builder) -> str:
+    root = Path(builder.data_dir).parents[len(builder.info.full_name.split("/")) - 1]
+    return (f"rebuild it: remove {builder.data_dir} and run `tfbonemet data build --dataset {builder.name} "
+            f"--manual-dir SOURCE --data-dir {root}` again")
 
 
 def _tfds_index(builder, split: str):
