@@ -1,5 +1,6 @@
 """Kill tests: `fit` killed mid-epoch, during the epoch's backup and during `_finish`, and `data build`
-killed while TFDS writes, each with SIGKILL at a moment found by polling for the files that phase writes.
+killed while TFDS writes, each with SIGKILL at a moment found by polling for the files that phase writes;
+`fit` stopped mid-epoch by SIGTERM and by Ctrl-C (SIGINT).
 
 After each kill the best model so far survives; the next run (a resume, or the same build again) finishes,
 reports the best epoch's figures, and leaves no staging behind (best.keras, backup/, `.part` files, TFDS
@@ -88,6 +89,34 @@ def test_killed_fit_keeps_the_best_model_and_resumes(phase, tmp_path):
     assert len(val_aucs(run_dir)) == 3  # one row per epoch, none repeated
     assert not (run_dir / "best.keras").exists() and not (run_dir / "backup").exists()
     assert staging_left(run_dir) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_fit_stopped_by_a_signal_says_so_and_resumes(signum, tmp_path):
+    """A scheduler's SIGTERM or a user's Ctrl-C mid-epoch: one line, exit 128 + signal, the best model and
+    last finished epoch kept, no temporary file; --resume finishes the run."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", CLI, *map(str, [*FIT, "--output-dir", tmp_path, "--run-name",
+                                                                    "run"])],
+                            env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not mid_epoch(run_dir)():
+        assert proc.poll() is None and time.monotonic() < deadline, "fit ended before the moment to stop it"
+        time.sleep(0.005)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in out + err
+    errors = [line for line in (out + err).splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"stopped by {signal.Signals(signum).name}" in errors[0], errors
+    assert f"--resume {run_dir}" in errors[0]
+    assert (run_dir / "best.keras").is_file() and not (run_dir / "metrics.json").exists()
+    assert staging_left(run_dir) == [] and not (run_dir / ".tfbonemet.lock").exists()
+
+    result = CliRunner().invoke(cli, ["fit", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert len(val_aucs(run_dir)) == 3
+    assert not (run_dir / "best.keras").exists() and staging_left(run_dir) == []
 
 
 def test_killed_data_build_leaves_nothing_after_the_next_build(tmp_path):

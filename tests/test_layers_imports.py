@@ -16,7 +16,7 @@ PACKAGES = ("tfbonemet", "tfds_builders")
 
 # bottom to top: module name prefixes of each layer (the longest matching prefix decides)
 LAYERS = (
-    ("base", ("tfbonemet.errors", "tfbonemet.vocab", "tfbonemet.progress")),
+    ("base", ("tfbonemet.errors", "tfbonemet.vocab", "tfbonemet.progress", "tfbonemet.signals")),
     ("io", ("tfbonemet.io",)),
     ("data sources", ("tfbonemet.data",)),  # study records: phantom, DICOM/BS-80K/manifest sources, splits
     ("TFDS builders", ("tfds_builders",)),

@@ -49,12 +49,24 @@ class Group(click.Group):
     """Turns tfbonemet's user-facing errors into click's one-line `Error: ...`."""
 
     def invoke(self, ctx):
+        from tfbonemet import signals
+
         if ctx.protected_args and not set(HELP_OPTIONS) & set(ctx.protected_args + ctx.args):
             import_tensorflow_quietly()
         try:
-            return super().invoke(ctx)
+            with signals.handling():
+                return super().invoke(ctx)
         except TfbonemetError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt as exc:  # SIGTERM or Ctrl-C: cleanup has run on the way here
+            click.echo(f"Error: {signals.message(exc)}", err=True)
+            raise click.exceptions.Exit(signals.exit_status(exc)) from None
+        except Exception as exc:
+            if type(exc).__name__ == "DataLossError":  # a record file damaged while it was being read
+                first = str(getattr(exc, "message", exc)).split("}}")[-1].split("[Op:")[0].strip()
+                raise click.ClickException(f"damaged data: {first}; rebuild the dataset with "
+                                           f"`tfbonemet data build`") from None
+            raise
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

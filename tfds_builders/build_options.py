@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from pathlib import Path
 
@@ -36,21 +35,21 @@ class BuildOptions:
         self.skipped.append(str(error))
 
     def download_and_prepare(self, *args, **kwargs):
-        """TFDS's build, first removing the `incomplete.*` folders a killed build left beside the version
-        folder. A build holds a `.building.<pid>` marker there meanwhile, so a live build's folder is kept."""
+        """TFDS's build, one process at a time per dataset configuration (a second build into the same
+        data dir is refused while the first runs), first removing the `incomplete.*` folders a killed
+        build left beside the version folder."""
         from tfbonemet.io.atomic import make_dir, remove_stale
+        from tfbonemet.io.lock import exclusive
 
         config_dir = make_dir(Path(self.data_dir).parent)
-        marker = config_dir / f".building.{os.getpid()}"
-        remove_stale(config_dir, ".building.*")
-        if not any(config_dir.glob(".building.*")):
+        with exclusive(config_dir / BUILD_LOCK, f"dataset {config_dir}"):
+            remove_stale(config_dir, ".building.[0-9]*")  # markers of builds before the lock
             for stale in config_dir.glob(f"{INCOMPLETE_PREFIX}*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        marker.touch()
-        try:
             return super().download_and_prepare(*args, **kwargs)
-        finally:
-            marker.unlink(missing_ok=True)
+
+
+BUILD_LOCK = ".building.lock"
 
 
 def png16(image: np.ndarray) -> bytes:

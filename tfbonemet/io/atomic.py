@@ -125,6 +125,9 @@ def save_model(model, path) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         _fail(path, exc)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError, ModelError
-from tfbonemet.io.atomic import publish_dir, remove_stale, staging_dir, write_json, write_text
+from tfbonemet.io.atomic import make_dir, publish_dir, remove_stale, staging_dir, write_json, write_text
+from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
 from tfbonemet.progress import stages
 from tfbonemet.tasks.export import integrity, model_card, tflite
 from tfbonemet.tasks.export.archive import SIGNATURES, build_archive
@@ -37,19 +38,21 @@ def export(run_dir, output_dir="saved_models", fmt: str = "all", model_name: str
     run = Run.load(run_dir)
     info = ModelInfo(run.preprocessor, run.classes, run.threshold)
     root = Path(output_dir) / safe_name(model_name or run.model.name)
-    for stale in remove_stale(root, ".export*"):
-        log(f"Removed {stale.name}, left by an export that was killed")
-    staging = staging_dir(root, ".export.")  # TF Serving skips non-numeric names
-    try:
-        _build(run, info, staging, fmt, calibration_samples, model_card.model_card_metadata(
-            run, info, release, previous_card(root)), log)
-        target = publish_dir(staging, root / str(next_version(root)))
-        log(f"Exported version {target.name} to {target}")
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if root.exists() and not any(root.iterdir()):
-            root.rmdir()
+    # one export of a model at a time: the version number is chosen, and the folder renamed, under the lock
+    with exclusive(make_dir(output_dir) / f".{root.name}.export{LOCK_SUFFIX}", f"export folder {root}"):
+        for stale in remove_stale(root, ".export*"):
+            log(f"Removed {stale.name}, left by an export that was killed")
+        staging = staging_dir(root, ".export.")  # TF Serving skips non-numeric names
+        try:
+            _build(run, info, staging, fmt, calibration_samples, model_card.model_card_metadata(
+                run, info, release, previous_card(root)), log)
+            target = publish_dir(staging, root / str(next_version(root)))
+            log(f"Exported version {target.name} to {target}")
+            return target
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if root.exists() and not any(root.iterdir()):
+                root.rmdir()
 
 
 def _build(run, info: ModelInfo, staging: Path, fmt: str, calibration_samples: int, card: dict, log) -> None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 from tfbonemet.errors import DataError, ModelError
 from tfbonemet.io.atomic import PART, make_dir, remove_stale
 from tfbonemet.io.discovery import StudyFiles, load_study
+from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
 from tfbonemet.vocab import PREDICTION_FORMATS
 
 def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, salt: str | None = None,
@@ -105,14 +106,15 @@ def open_output(output: str | Path | None):
     if output.is_dir():
         raise DataError(f"{output}: is a folder; give a file name for the predictions")
     folder = make_dir(output.parent)
-    remove_stale(folder, f".{output.name}.*{PART}")
-    partial = folder / f".{output.name}.{os.getpid()}{PART}"
-    try:
-        with open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-            yield fh
-        os.chmod(partial, 0o644)
-        os.replace(partial, output)
-    except OSError as exc:
-        raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    with exclusive(folder / f".{output.name}{LOCK_SUFFIX}", f"predictions file {output}"):
+        remove_stale(folder, f".{output.name}.*{PART}")
+        partial = folder / f".{output.name}.{os.getpid()}{PART}"
+        try:
+            with open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+                yield fh
+            os.chmod(partial, 0o644)
+            os.replace(partial, output)
+        except OSError as exc:
+            raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)

@@ -17,13 +17,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfbonemet import execution
+from tfbonemet import execution, signals
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig, class_weights
 from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import PART, remove_stale, save_model, write_json, write_text
+from tfbonemet.io.lock import exclusive
 from tfbonemet.models import finetune
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.preprocessing.augment import make_augment
@@ -61,18 +62,31 @@ def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor,
         return _start_multi_worker(config, recipe, preprocessor, train_split, val_split, log)
     run_dir = make_run_dir(config)
     try:
-        train_split = train_split or datasets.open_split(config, "train")
-        check_batch_size(config.batch_size, 1, len(train_split))  # before the probe times batches of that size
-        total_steps = math.ceil(len(train_split) / config.batch_size) * config.epochs
-        precision, jit = resolve_execution(config, recipe, log, total_steps)
-        config = dataclasses.replace(config, precision=precision, jit=jit)
-        write_text(run_dir / CONFIG_JSON, config.to_json())
-        write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
-        return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
-    except BaseException:
+        with exclusive(run_dir / RUN_LOCK, f"run {run_dir}"):
+            train_split = train_split or datasets.open_split(config, "train")
+            check_batch_size(config.batch_size, 1, len(train_split))  # before the probe times batches of that size
+            total_steps = math.ceil(len(train_split) / config.batch_size) * config.epochs
+            precision, jit = resolve_execution(config, recipe, log, total_steps)
+            config = dataclasses.replace(config, precision=precision, jit=jit)
+            write_text(run_dir / CONFIG_JSON, config.to_json())
+            write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
+            return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+    except BaseException as exc:
         if not (run_dir / "history.csv").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            _resume_hint(exc, run_dir)
         raise
+
+
+RUN_LOCK = ".tfbonemet.lock"  # held while a process trains into the run directory
+
+
+def _resume_hint(exc: BaseException, run_dir: Path) -> None:
+    """A fit stopped by a signal says how to continue it."""
+    if isinstance(exc, signals.Stopped):
+        exc.hint = (f"the run keeps its best model and last finished epoch: continue with "
+                    f"`tfbonemet fit --resume {run_dir}`")
 
 
 def _start_multi_worker(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split,
@@ -98,11 +112,22 @@ def _start_multi_worker(config: FitConfig, recipe: Recipe, preprocessor: ScanPre
 
 def resume(run_dir, log=print, train_split: datasets.Split | None = None,
            val_split: datasets.Split | None = None) -> Path:
-    """Continue a killed run from its last backed-up epoch, with the configuration and preprocessor it started with."""
-    from tfbonemet.run import read_preprocessor
+    """Continue a killed run from its last backed-up epoch, with the configuration and preprocessor it started with.
 
+    One process at a time: a second `fit --resume` of a run being trained is refused."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    with exclusive(run_dir / RUN_LOCK, f"run {run_dir}"):
+        try:
+            return _resume(run_dir, config, log, train_split, val_split)
+        except signals.Stopped as exc:
+            _resume_hint(exc, run_dir)
+            raise
+
+
+def _resume(run_dir: Path, config: FitConfig, log, train_split, val_split) -> Path:
+    from tfbonemet.run import read_preprocessor
+
     if all((run_dir / name).exists() for name in FINISHED):
         left = tidy(run_dir)
         if not left:
@@ -240,9 +265,9 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
     validation = ValidationAUC(val_ds, y_val, validation_loss)
     checkpoint, logs, stopping = [], [], []
     if writer:  # only the chief writes the run directory
-        checkpoint = [keras.callbacks.ModelCheckpoint(run_dir / "best.keras", monitor="val_auc", mode="max",
-                                                      save_best_only=True,
-                                                      initial_value_threshold=max(scores) if scores else None)]
+        checkpoint = [_deferring(keras.callbacks.ModelCheckpoint)(
+            run_dir / "best.keras", monitor="val_auc", mode="max", save_best_only=True,
+            initial_value_threshold=max(scores) if scores else None)]
         logs = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0)]
         # not under multi-worker (their summaries call Keras' predict: a collective there) nor for
@@ -253,7 +278,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
         stopping = [ResumableEarlyStopping(config.early_stopping, history)]
     # kept until the run is finished, so a resume after this stage restores its end state
     backups = [RandomStateBackup(backup_dir, write=writer),
-               (keras.callbacks.BackupAndRestore if writer else RestoreOnly)(
+               (_deferring(keras.callbacks.BackupAndRestore) if writer else RestoreOnly)(
                    str(backup_dir), double_checkpoint=True, delete_checkpoint=False)]
     # averaged weights are swapped in for validation, the best-epoch checkpoint and early stopping,
     # and out again before the backups, which keep the raw weights and the average apart
@@ -263,6 +288,17 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
               initial_epoch=stage.first_epoch, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
     return validation.diverged_at
+
+
+def _deferring(callback: type) -> type:
+    """A Keras saving callback whose saves a SIGTERM or Ctrl-C does not cut short (tfbonemet.signals)."""
+    class Deferring(callback):
+        def _save_model(self, *args, **kwargs):
+            with signals.deferred():
+                return super()._save_model(*args, **kwargs)
+
+    Deferring.__name__ = callback.__name__
+    return Deferring
 
 
 def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
