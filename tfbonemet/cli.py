@@ -62,11 +62,26 @@ class Group(click.Group):
             click.echo(f"Error: {signals.message(exc)}", err=True)
             raise click.exceptions.Exit(signals.exit_status(exc)) from None
         except Exception as exc:
-            if type(exc).__name__ == "DataLossError":  # a record file damaged while it was being read
-                first = str(getattr(exc, "message", exc)).split("}}")[-1].split("[Op:")[0].strip()
-                raise click.ClickException(f"damaged data: {first}; rebuild the dataset with "
-                                           f"`tfbonemet data build`") from None
-            raise
+            message = fault_message(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def fault_message(exc: Exception) -> str | None:
+    """One line for a fault of the machine rather than a bug (a full disk, a record file damaged while
+    it was read) raised from inside a library; None for anything else."""
+    from tfbonemet.io.atomic import no_space
+
+    text = str(getattr(exc, "message", None) or exc)
+    first = text.split("}}")[-1].split("[Op:")[0].strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if no_space(exc):
+        where = getattr(exc, "filename", None)
+        return (f"cannot write {where}: no space left on device" if where else f"no space left on device ({first})") \
+            + "; what was written before is intact: free some space and run the command again"
+    if type(exc).__name__ == "DataLossError":
+        return f"damaged data: {first}; rebuild the dataset with `tfbonemet data build`"
+    return None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -59,7 +59,15 @@ def build(dataset, manual_dir, data_dir, config, skip_bad, allow_public_secret):
     if not any(Path(manual_dir).iterdir()):  # TFDS would stop with its manual-download instructions
         raise DataError(f"{manual_dir}: is empty: nothing to build {dataset} from")
     builder = make_builder(dataset, config, data_dir, skip_bad, allow_public_secret)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except Exception as exc:
+        from tfbonemet.io.atomic import no_space
+
+        if no_space(exc):
+            raise DataError(f"cannot write {builder.data_dir}: no space left on device; nothing of this build "
+                            f"was kept") from None
+        raise
     counts = ", ".join(f"{name} {split.num_examples}" for name, split in sorted(builder.info.splits.items()))
     click.echo(f"Built {builder.info.full_name} in {builder.data_dir}: {counts}")
     if builder.skipped:

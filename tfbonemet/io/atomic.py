@@ -9,6 +9,7 @@ through `open_for_write`. Files get 0644 and folders 0755 whatever the umask of 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,12 @@ from tfbonemet.errors import ConfigError
 
 FILE_MODE, DIR_MODE = 0o644, 0o755
 PART = ".part"  # suffix of files being written; a later run removes the ones a killed run left
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether `exc` (an OSError, or a library's own error such as TensorFlow's) says the disk is full."""
+    text = str(getattr(exc, "message", None) or exc)
+    return getattr(exc, "errno", None) == errno.ENOSPC or "no space left" in text.lower() or "errno = 28" in text
 
 
 def _fail(path: Path, exc: OSError):

@@ -43,8 +43,9 @@ def exclusive(path, what: str) -> Iterator[Path]:
             break
         os.close(fd)  # the holder removed the file as we opened it: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the holder's pid only informs; a full disk must not stop the lock
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -16,7 +16,8 @@ import numpy as np
 
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError, ModelError
-from tfbonemet.io.atomic import make_dir, publish_dir, remove_stale, staging_dir, write_json, write_text
+from tfbonemet.io.atomic import (make_dir, no_space, publish_dir, remove_stale, staging_dir, write_json,
+                                 write_text)
 from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
 from tfbonemet.progress import stages
 from tfbonemet.tasks.export import integrity, model_card, tflite
@@ -49,6 +50,11 @@ def export(run_dir, output_dir="saved_models", fmt: str = "all", model_name: str
             target = publish_dir(staging, root / str(next_version(root)))
             log(f"Exported version {target.name} to {target}")
             return target
+        except Exception as exc:
+            if no_space(exc):
+                raise ConfigError(f"cannot write {root}: no space left on device; no version was written and the "
+                                  f"earlier ones are intact") from None
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if root.exists() and not any(root.iterdir()):

@@ -1,8 +1,9 @@
 """Keras callbacks of a training run: validation AUC, resumable early stopping, random-state backup,
-and the read-only restore of non-chief workers."""
+the read-only restore of non-chief workers, and saves that a signal or a full disk cannot cut in half."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -10,8 +11,9 @@ import keras
 import numpy as np
 
 from tfbonemet import metrics as metrics_lib
+from tfbonemet import signals
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import write_json
+from tfbonemet.io.atomic import FILE_MODE, PART, write_json
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.run_dir import backed_up_epoch
 
@@ -140,3 +142,32 @@ def averaged_weights() -> tuple[list, list]:
     """Callbacks to place first and before the backups when the optimizer keeps a weight average (`weight_ema`)."""
     swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
     return [swap], [_SwapOut(swap)]
+
+
+def deferring(callback: type) -> type:
+    """A Keras saving callback whose saves a SIGTERM or Ctrl-C does not cut short (tfbonemet.signals)."""
+    class Deferring(callback):
+        def _save_model(self, *args, **kwargs):
+            with signals.deferred():
+                return super()._save_model(*args, **kwargs)
+
+    Deferring.__name__ = callback.__name__
+    return Deferring
+
+
+class BestCheckpoint(deferring(keras.callbacks.ModelCheckpoint)):
+    """ModelCheckpoint writing the new best model to a temporary name and renaming it into place, so a
+    full disk or a stop during the write leaves the previous best model whole."""
+
+    def _save_model(self, *args, **kwargs):
+        final = Path(self.filepath)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}{PART}{final.suffix}")
+        self.filepath = str(tmp)
+        try:
+            super()._save_model(*args, **kwargs)
+            if tmp.exists():
+                os.chmod(tmp, FILE_MODE)
+                os.replace(tmp, final)
+        finally:
+            self.filepath = str(final)
+            tmp.unlink(missing_ok=True)

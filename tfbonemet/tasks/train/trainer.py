@@ -31,8 +31,8 @@ from tfbonemet.preprocessing.augment import make_augment
 from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, preprocessor_for,
                            read_config, serving_model)
 from tfbonemet.tasks.train import distribute
-from tfbonemet.tasks.train.callbacks import (RandomStateBackup, ResumableEarlyStopping, RestoreOnly, ValidationAUC,
-                                             averaged_weights, diverged_error)
+from tfbonemet.tasks.train.callbacks import (BestCheckpoint, RandomStateBackup, ResumableEarlyStopping, RestoreOnly,
+                                             ValidationAUC, averaged_weights, deferring, diverged_error)
 from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages
 from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
@@ -265,7 +265,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
     validation = ValidationAUC(val_ds, y_val, validation_loss)
     checkpoint, logs, stopping = [], [], []
     if writer:  # only the chief writes the run directory
-        checkpoint = [_deferring(keras.callbacks.ModelCheckpoint)(
+        checkpoint = [BestCheckpoint(
             run_dir / "best.keras", monitor="val_auc", mode="max", save_best_only=True,
             initial_value_threshold=max(scores) if scores else None)]
         logs = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -278,7 +278,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
         stopping = [ResumableEarlyStopping(config.early_stopping, history)]
     # kept until the run is finished, so a resume after this stage restores its end state
     backups = [RandomStateBackup(backup_dir, write=writer),
-               (_deferring(keras.callbacks.BackupAndRestore) if writer else RestoreOnly)(
+               (deferring(keras.callbacks.BackupAndRestore) if writer else RestoreOnly)(
                    str(backup_dir), double_checkpoint=True, delete_checkpoint=False)]
     # averaged weights are swapped in for validation, the best-epoch checkpoint and early stopping,
     # and out again before the backups, which keep the raw weights and the average apart
@@ -288,17 +288,6 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
               initial_epoch=stage.first_epoch, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
     return validation.diverged_at
-
-
-def _deferring(callback: type) -> type:
-    """A Keras saving callback whose saves a SIGTERM or Ctrl-C does not cut short (tfbonemet.signals)."""
-    class Deferring(callback):
-        def _save_model(self, *args, **kwargs):
-            with signals.deferred():
-                return super()._save_model(*args, **kwargs)
-
-    Deferring.__name__ = callback.__name__
-    return Deferring
 
 
 def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
