@@ -132,8 +132,10 @@ def rank_agreement(real: Path, phantom: Path) -> None:
     from scipy.stats import spearmanr
 
     def pooled(work: Path) -> dict[str, float]:
-        return {p.parent.name: json.loads(p.read_text())["pooled"]["auc"]["value"]
-                for p in (work / "cv").glob("*/cv.json")}
+        found = {p.parent.name: p for p in (work / "cv").glob("*/cv.json")}
+        if (work / "reference.json").is_file():
+            found["reference"] = work / "reference.json"
+        return {name: json.loads(p.read_text())["pooled"]["auc"]["value"] for name, p in found.items()}
     a, b = pooled(real), pooled(phantom)
     names = sorted(set(a) & set(b), key=lambda n: -a[n])
     for name in names:

@@ -20,7 +20,7 @@ from tfbonemet.io.atomic import open_for_write
 from tfbonemet.io.pseudonym import keyed_hash
 from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS, POSTERIOR
 
-CACHE_VERSION = 7  # bump when the phantom's rendering changes
+CACHE_VERSION = 8  # bump when the phantom's rendering changes
 
 
 def cache_root() -> Path:
