@@ -155,6 +155,23 @@ def deferring(callback: type) -> type:
     return Deferring
 
 
+class EpochBackup(deferring(keras.callbacks.BackupAndRestore)):
+    """BackupAndRestore whose weights and epoch files are each written to a temporary name and renamed, so a
+    kill, a stop or a full disk during a backup leaves the previous backup readable (Keras writes in place)."""
+
+    def _save_model(self):
+        with signals.deferred():
+            os.makedirs(self.backup_dir, exist_ok=True)
+            weights = Path(self._weights_path)
+            tmp = weights.with_name(f".{os.getpid()}{PART}.weights.h5")
+            try:
+                self.model.save_weights(str(tmp), overwrite=True)
+                os.replace(tmp, weights)
+            finally:
+                tmp.unlink(missing_ok=True)
+            write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
 class BestCheckpoint(deferring(keras.callbacks.ModelCheckpoint)):
     """ModelCheckpoint writing the new best model to a temporary name and renaming it into place, so a
     full disk or a stop during the write leaves the previous best model whole."""

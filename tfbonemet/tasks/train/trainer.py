@@ -31,8 +31,8 @@ from tfbonemet.preprocessing.augment import make_augment
 from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, preprocessor_for,
                            read_config, serving_model)
 from tfbonemet.tasks.train import distribute
-from tfbonemet.tasks.train.callbacks import (BestCheckpoint, RandomStateBackup, ResumableEarlyStopping, RestoreOnly,
-                                             ValidationAUC, averaged_weights, deferring, diverged_error)
+from tfbonemet.tasks.train.callbacks import (BestCheckpoint, EpochBackup, RandomStateBackup, ResumableEarlyStopping,
+                                             RestoreOnly, ValidationAUC, averaged_weights, diverged_error)
 from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages
 from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
@@ -278,7 +278,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
         stopping = [ResumableEarlyStopping(config.early_stopping, history)]
     # kept until the run is finished, so a resume after this stage restores its end state
     backups = [RandomStateBackup(backup_dir, write=writer),
-               (deferring(keras.callbacks.BackupAndRestore) if writer else RestoreOnly)(
+               (EpochBackup if writer else RestoreOnly)(
                    str(backup_dir), double_checkpoint=True, delete_checkpoint=False)]
     # averaged weights are swapped in for validation, the best-epoch checkpoint and early stopping,
     # and out again before the backups, which keep the raw weights and the average apart
