@@ -119,9 +119,9 @@ def test_stopped_export_leaves_no_staging_and_keeps_the_last_version(tiny_run_di
 
 
 def test_stopped_data_build_leaves_no_partial_dataset(phantom, tmp_path, monkeypatch):
-    import tfds_builders.build_options as build_options
+    import tfds_builders.bone_scintigraphy.bone_scintigraphy_dataset_builder as builder
 
-    monkeypatch.setattr(build_options, "png16", send_after(5, signal.SIGTERM, build_options.png16))
+    monkeypatch.setattr(builder, "png16", send_after(5, signal.SIGTERM, builder.png16))
     data_dir = tmp_path / "tfds"
     build = ["data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", phantom, "--data-dir", data_dir]
     code, output = invoke(build)
