@@ -75,7 +75,7 @@ def test_multiclass_model(tmp_path):
 def test_bad_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk.keras").write_text("not a model")
-    for target, words in ((tmp_path / "empty", "model.keras is missing"), (tmp_path / "junk.keras", "cannot load")):
+    for target, words in ((tmp_path / "empty", "model.keras is missing"), (tmp_path / "junk.keras", "not a Keras model file")):
         result = CliRunner().invoke(cli, ["evaluate", str(target)])
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
 

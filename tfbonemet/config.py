@@ -43,9 +43,10 @@ class FitConfig:
     # augmentation the seed papers use for planar views; rotation, zoom, gain and re-noising are off
     # (opt in with --config or augmentation keys)
     augmentation: dict = dataclasses.field(default_factory=lambda: {"flip_left_right": True, "translation": 0.03})
-    # momentum of an exponential moving average of the weights (Polyak averaging), 0 = off: validation,
-    # the best-epoch choice and the saved model then use the averaged weights
-    weight_ema: float = 0.0
+    # momentum of an exponential moving average of the weights (Polyak averaging; 0 = off): validation,
+    # the best-epoch choice and the saved model use the averaged weights (real BS-80K crops, 3-fold CV:
+    # higher test ROC AUC than the raw weights in every fold measured; bench/README.md)
+    weight_ema: float = 0.99
     lr_schedule: str = "cosine"  # cosine (decays to 0 over the epochs) | constant
     early_stopping: int = 8  # patience in epochs on validation AUC (0 = off): stops a run that has stalled
     threshold_rule: str = "max_f1"  # metrics.THRESHOLD_RULES: how the stored decision threshold is chosen

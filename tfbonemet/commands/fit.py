@@ -71,8 +71,8 @@ TRAINING_OPTIONS = [
                  help="cosine (default): decay to 0 over the epochs; or constant."),
     click.option("--weight-ema", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
                  metavar="MOMENTUM",
-                 help="Average the weights over the last steps (exponential moving average, e.g. 0.99); "
-                      "validation, the best epoch and the saved model use the average. Default 0 (off)."),
+                 help="Average the weights over the last steps (exponential moving average); validation, "
+                      "the best epoch and the saved model use the average. Default 0.99; 0 turns it off."),
     click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
                  help="Stop after PATIENCE epochs without a better validation AUC (default 8; 0: off)."),
     click.option("--augment/--no-augment", default=None,
