@@ -95,7 +95,7 @@ def test_metastasis_range_from_one_faint_focus_to_many():
     contrasts = [lesion.intensity for f in found for lesion in f]
     sizes = [2 * lesion.radius_mm for f in found for lesion in f]
     assert min(counts) == 1 and max(counts) >= 6
-    assert 1.3 <= min(contrasts) < 1.6 and max(contrasts) > 3.0 and max(contrasts) <= 4.0
+    assert 1.5 <= min(contrasts) < 1.8 and max(contrasts) > 3.5 and max(contrasts) <= 5.0
     assert 8.0 <= min(sizes) and max(sizes) <= 30.0
 
 

@@ -7,6 +7,7 @@ of the data (tfbonemet.data.pipeline), with per-replica batches.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Callable
@@ -47,8 +48,15 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multi-worker":
         if not os.environ.get("TF_CONFIG"):
             raise ConfigError("strategy multi-worker needs TF_CONFIG describing the cluster and this worker")
-        return _MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+@functools.cache
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    """One per process: collectives must be configured before TensorFlow runs its first op, so `fit`
+    creates it before it reads any study, and training reuses it."""
+    return _MultiWorkerMirroredStrategy()
 
 
 def is_chief() -> bool:

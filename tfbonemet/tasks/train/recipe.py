@@ -113,5 +113,7 @@ def compile_model(model: keras.Model, config: FitConfig, stage: Stage, steps_per
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
-    averaging = {"use_ema": True, "ema_momentum": config.weight_ema} if config.weight_ema else {}
+    # the average spans at most about one epoch, so a short run is not averaged with its first steps
+    momentum = min(config.weight_ema, 1.0 - 1.0 / max(2, steps_per_epoch))
+    averaging = {"use_ema": True, "ema_momentum": momentum} if config.weight_ema else {}
     model.compile(optimizer=keras.optimizers.Adam(rate, **averaging), loss=loss, metrics=metrics, jit_compile=jit)

@@ -45,6 +45,8 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
     `train_split`/`val_split` replace the configured source's splits (cross-validation folds).
     """
     validate(config)
+    if config.strategy == "multi-worker":
+        distribute.make_strategy(config.strategy)  # before the first TensorFlow op (the intensity sample)
     train_split = train_split or datasets.open_split(config, "train")
     val_split = val_split or datasets.open_split(config, "validation")
     height, width = input_size(config, train_split, log)
