@@ -205,3 +205,15 @@ def test_read_crop_boxes_needs_its_columns(tmp_path):
     path.write_text("file,top,bottom\na.dcm,0.1,0.4\n")
     with pytest.raises(DataError, match=r"boxes\.csv: missing column\(s\) ymin, xmin, ymax, xmax"):
         read_crop_boxes(path)
+
+
+@pytest.mark.parametrize("source", [(166, 61), (171, 68), (152, 63), (169, 67)])
+def test_graph_and_eager_give_the_same_input_for_real_crop_sizes(source):
+    """A SavedModel traces the preprocessor; Keras' fit runs it eagerly per study: both must agree, also
+    where the resized side is an integer that float32 reaches from below (166 / (166 / 168))."""
+    p = ScanPreprocessor("two_view", (168, 64), normalisation="sqrt", scale=255)
+    image = np.random.default_rng(0).integers(0, 60, (1, *source, 1)).astype(np.float32)
+    traced = tf.function(p.transform_view, input_signature=[tf.TensorSpec([], tf.string),
+                                                              tf.TensorSpec((None, None, None, 1), tf.float32)])
+    np.testing.assert_allclose(traced(tf.constant("anterior"), image).numpy(),
+                               p.transform_view("anterior", image).numpy(), atol=1e-6)

@@ -158,10 +158,11 @@ class ScanPreprocessor:
         th, tw = (float(v) for v in self.image_size)
         ratio = tf.maximum(cw / tw, ch / th)
         rh, rw = ch / ratio, cw / ratio
-        resized_h = tf.maximum(tf.cast(tf.floor(rh), tf.int32), 1)
-        resized_w = tf.maximum(tf.cast(tf.floor(rw), tf.int32), 1)
-        top = tf.maximum(0, tf.cast(tf.floor((th - rh) / 2), tf.int32))
-        left = tf.maximum(0, tf.cast(tf.floor((tw - rw) / 2), tf.int32))
+
+        def whole(v):  # 166 / (166 / 168) is 167.99998 in one float32 evaluation order and 168 in another
+            return tf.cast(tf.floor(v + 1e-3), tf.int32)
+        resized_h, resized_w = tf.maximum(whole(rh), 1), tf.maximum(whole(rw), 1)
+        top, left = tf.maximum(0, whole((th - rh) / 2)), tf.maximum(0, whole((tw - rw) / 2))
         return (y0, x0, y1, x1), (resized_h, resized_w), (top, left)
 
     def geometry(self, view: str, source_shape) -> Geometry:
