@@ -135,13 +135,17 @@ def test_weight_average_is_what_the_run_keeps(tmp_path):
     """With weight_ema the best epoch is chosen on, and saved as, the averaged weights (not the raw ones)."""
     import keras
 
-    plain = train.fit(tiny(tmp_path, run_name="plain", early_stopping=0), log=quiet)
-    averaged = train.fit(tiny(tmp_path, run_name="ema", early_stopping=0, weight_ema=0.9), log=quiet)
+    long_epochs = dict(num_studies=64, batch_size=1, early_stopping=0)  # 45 steps an epoch: enough to average
+    plain = train.fit(tiny(tmp_path, run_name="plain", weight_ema=0.0, **long_epochs), log=quiet)
+    averaged = train.fit(tiny(tmp_path, run_name="ema", weight_ema=0.9, **long_epochs), log=quiet)
     a, b = (keras.models.load_model(d / "model.keras").get_weights() for d in (plain, averaged))
     assert any(not np.allclose(x, y) for x, y in zip(a, b))
     assert json.loads((averaged / "config.json").read_text())["weight_ema"] == 0.9
     with pytest.raises(ConfigError, match="weight_ema must be in"):
         train.fit(tiny(tmp_path, run_name="bad", weight_ema=1.5), log=quiet)
+    assert recipe.weight_average_momentum(tiny(tmp_path), 100) == 0.99  # the default, at most one epoch's span
+    assert recipe.weight_average_momentum(tiny(tmp_path), 81) == pytest.approx(1 - 1 / 81)
+    assert recipe.weight_average_momentum(tiny(tmp_path), 10) == 0.0  # too few steps to average
 
 
 def test_cross_validation_validates_on_training_folds(tmp_path):

@@ -104,6 +104,17 @@ def stages(config: FitConfig) -> list[Stage]:
                   False)]
 
 
+MIN_AVERAGED_STEPS = 32  # an epoch shorter than this has too few steps to average over
+
+
+def weight_average_momentum(config: FitConfig, steps_per_epoch: int) -> float:
+    """The weight average's momentum, 0 when off: it spans at most about one epoch, so a run is not
+    averaged with its first steps, and runs with epochs shorter than MIN_AVERAGED_STEPS train without it."""
+    if not config.weight_ema or steps_per_epoch < MIN_AVERAGED_STEPS:
+        return 0.0
+    return min(config.weight_ema, 1.0 - 1.0 / steps_per_epoch)
+
+
 def compile_model(model: keras.Model, config: FitConfig, stage: Stage, steps_per_epoch: int, jit: bool) -> None:
     rate = stage.learning_rate
     if config.lr_schedule == "cosine":
@@ -113,7 +124,6 @@ def compile_model(model: keras.Model, config: FitConfig, stage: Stage, steps_per
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
-    # the average spans at most about one epoch, so a short run is not averaged with its first steps
-    momentum = min(config.weight_ema, 1.0 - 1.0 / max(2, steps_per_epoch))
-    averaging = {"use_ema": True, "ema_momentum": momentum} if config.weight_ema else {}
+    momentum = weight_average_momentum(config, steps_per_epoch)
+    averaging = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
     model.compile(optimizer=keras.optimizers.Adam(rate, **averaging), loss=loss, metrics=metrics, jit_compile=jit)

@@ -33,7 +33,8 @@ from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, lo
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (BestCheckpoint, EpochBackup, RandomStateBackup, ResumableEarlyStopping,
                                              RestoreOnly, ValidationAUC, averaged_weights, diverged_error)
-from tfbonemet.tasks.train.recipe import Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages
+from tfbonemet.tasks.train.recipe import (Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages,
+                                          weight_average_momentum)
 from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
 from tfbonemet.tasks.train.validation import validate
@@ -284,7 +285,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
                    str(backup_dir), double_checkpoint=True, delete_checkpoint=False)]
     # averaged weights are swapped in for validation, the best-epoch checkpoint and early stopping,
     # and out again before the backups, which keep the raw weights and the average apart
-    swap_in, swap_out = averaged_weights() if config.weight_ema else ([], [])
+    swap_in, swap_out = averaged_weights() if weight_average_momentum(config, steps) else ([], [])
     callbacks = [*swap_in, validation, *checkpoint, *stopping, *logs, *swap_out, *backups]
     model.fit(train_ds, validation_data=None if multi_worker else val_ds, epochs=stage.last_epoch,
               initial_epoch=stage.first_epoch, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
