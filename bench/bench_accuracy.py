@@ -1,6 +1,6 @@
 """Accuracy of `tfbonemet fit` defaults against the plain Keras references, as a real user would run them.
 
-The protocol of the real-scan evaluation (issue 11), on the realistic phantom:
+The protocol of the real-scan evaluation (bench/README.md), on the realistic phantom:
   train folder (BS-80K chest crops) -> `tfbonemet data build` -> `tfbonemet fit --data tfds:...` (defaults)
   -> `tfbonemet predict RUN TEST_FOLDER` on held-out patients -> ROC AUC, PR AUC, F1 at the stored label.
 The references (bench/bench_reference.py: 2 convs/block 32-64-128 "large", 1 conv/block 16-32-64

@@ -1,4 +1,4 @@
-"""Plain Keras reference nets from issue 11, to calibrate the phantom against real bone scans.
+"""Plain Keras reference nets, to calibrate the phantom against real bone scans.
 
 Two-branch CNN (anterior + mirrored posterior), BN, light augmentation, class weights, Adam:
   large = 2 convs per block, 32-64-128 (real BS-80K right-chest crops: test ROC AUC 0.926)

@@ -40,7 +40,7 @@ class FitConfig:
     focal_gamma: float = 2.0
     sampling: str = "natural"  # natural | balanced (equal class frequency per batch, no class weights)
     # tfbonemet.preprocessing.augment.AugmentConfig fields: mirror + small shift, the geometric
-    # augmentation the seed papers use for planar views; rotation, zoom, gain and re-noising are off
+    # augmentation the published papers use for planar views; rotation, zoom, gain and re-noising are off
     # (opt in with --config or augmentation keys)
     augmentation: dict = dataclasses.field(default_factory=lambda: {"flip_left_right": True, "translation": 0.03})
     # momentum of an exponential moving average of the weights (Polyak averaging; 0 = off): validation,

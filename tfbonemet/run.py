@@ -24,7 +24,7 @@ import numpy as np
 from tfbonemet.config import FitConfig, resolve
 from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.vocab import TASKS, model_input_names
+from tfbonemet.vocab import INTENSITY_SCALES, TASKS, model_input_names
 
 CONFIG_JSON, PREPROCESSOR_JSON, MODEL_FILE, METRICS_JSON = "config.json", "preprocessor.json", "model.keras", \
     "metrics.json"
@@ -219,7 +219,7 @@ class Run:
 
 def preprocessor_for(config: FitConfig, views: str, image_size) -> ScanPreprocessor:
     """The preprocessor a configuration trains with, at a resolved input size."""
-    scale = None if config.intensity_scale in ("auto", "percentile") else float(config.intensity_scale)
+    scale = None if config.intensity_scale in INTENSITY_SCALES else float(config.intensity_scale)
     return ScanPreprocessor(views=views, image_size=image_size, crop=config.crop, normalisation=config.normalisation,
                             scale=scale)
 

@@ -1,4 +1,4 @@
-"""Batch normalisation through TensorFlow's fused kernel, for every registered model (issue 17).
+"""Batch normalisation through TensorFlow's fused kernel, for every registered model.
 
 Keras 3 normalises with separate moment, subtract, scale and shift ops, each a full pass over the
 feature maps and again in the gradient. TensorFlow's FusedBatchNormV3 (oneDNN on CPUs) does it in

@@ -59,7 +59,8 @@ class AugmentConfig:
         return self.geometric or bool(self.intensity or self.noise_counts)
 
 
-# The seeds' set-up: small rotations and shifts, mild zoom, mirrored skeleton, count-level jitter.
+# The published systems' set (the guo2023-two-view preset's): small rotations and shifts, mild zoom, mirrored
+# skeleton, count-level jitter.
 STANDARD = AugmentConfig(rotation=5.0, translation=0.05, scale=0.1, flip_left_right=True, intensity=0.1,
                          noise_counts=200.0)
 

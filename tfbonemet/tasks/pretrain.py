@@ -1,7 +1,7 @@
 """`tfbonemet pretrain`: train a model's backbone on chest X-rays, for fine-tuning on bone scans.
 
 Scintigraphy sets are a few hundred patients; a backbone that has first learnt radiograph
-structure on a larger chest X-ray set fine-tunes better (the two-view seed's recipe). The
+structure on a larger chest X-ray set fine-tunes better (the recipe of Guo et al. 2023, two-view). The
 pre-training network is the backbone of the chosen registered model with a fresh pooling and
 softmax head on one `image` input; its run directory's backbone.keras is what
 `tfbonemet fit --init-backbone` (models.finetune.load_backbone_weights) reads.

@@ -1,6 +1,6 @@
 """Evaluation report: metrics.json, report.md and the figures of tfbonemet.tasks.evaluate.plots.
 
-The seed papers' figures sit beside this run's only as context: they come from other datasets
+The published papers' figures sit beside this run's only as context: they come from other datasets
 (other patients, cameras, label definitions and splits), so they are not a benchmark.
 """
 from __future__ import annotations

@@ -185,7 +185,7 @@ def precision_entry(run) -> dict:
 
 
 def training_summary(run) -> dict:
-    out = {"split": "by patient (salted hash), stratified by label", "splits": {}}
+    out = {"split": "by patient (keyed pseudonym), stratified by label", "splits": {}}
     for split in SPLITS:
         studies = datasets.open_split(run.config, split)
         counts = np.bincount(studies.task_labels(run.config.task), minlength=len(run.classes))
