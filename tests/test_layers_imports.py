@@ -20,7 +20,8 @@ LAYERS = (
     ("io", ("tfbonemet.io",)),
     ("data sources", ("tfbonemet.data",)),  # study records: phantom, DICOM/BS-80K/manifest sources, splits
     ("TFDS builders", ("tfds_builders",)),
-    ("preprocessing/models", ("tfbonemet.preprocessing", "tfbonemet.models", "tfbonemet.metrics")),
+    ("preprocessing/models", ("tfbonemet.preprocessing", "tfbonemet.models", "tfbonemet.metrics",
+                              "tfbonemet.referral")),
     ("datasets/run", ("tfbonemet.data.datasets", "tfbonemet.data.pipeline", "tfbonemet.config",
                       "tfbonemet.execution", "tfbonemet.run")),
     ("tasks", ("tfbonemet.tasks",)),

@@ -51,6 +51,12 @@ class FitConfig:
     early_stopping: int = 8  # patience in epochs on validation AUC (0 = off): stops a run that has stalled
     threshold_rule: str = "max_f1"  # metrics.THRESHOLD_RULES: how the stored decision threshold is chosen
     target_sensitivity: float = 0.9  # with threshold_rule "sensitivity"
+    # a referral band chosen on validation (tfbonemet.referral), at most one of: the share of studies answered,
+    # or the sensitivity among the answered; studies inside it are labelled "refer". None: no band
+    refer_coverage: float | None = None
+    refer_sensitivity: float | None = None
+    # test-time shift for the per-study uncertainty, a fraction of each side (tfbonemet.models.tta)
+    uncertainty_shift: float = 0.015
     init_backbone: str | None = None  # pretrained backbone weights (`tfbonemet pretrain`) to fine-tune from
     head_epochs: int = 0  # with init_backbone: epochs training the head with the backbone frozen
     finetune_lr_factor: float = 0.1  # learning rate multiplier once the backbone is unfrozen

@@ -22,6 +22,7 @@ TASKS = {
     "multiclass": CLASS_NAMES,
 }
 POSITIVE_CLASS = "metastasis"
+REFER = "refer"  # the label of a study inside the referral band: a physician reads it (tfbonemet.referral)
 SPLITS = ("train", "validation", "test")
 
 

@@ -100,6 +100,14 @@ TRAINING_OPTIONS = [
                       "sensitivity (with --target-sensitivity)."),
     click.option("--target-sensitivity", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
                  help="Sensitivity the 'sensitivity' threshold rule must reach on validation (default 0.9)."),
+    click.option("--refer-coverage", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                 metavar="SHARE",
+                 help="Choose on validation a referral band around the threshold that answers this share of studies "
+                      "(e.g. 0.85); studies inside it are labelled 'refer'. Default: no band."),
+    click.option("--refer-sensitivity", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                 metavar="TARGET",
+                 help="Instead of --refer-coverage: the narrowest band whose answered studies reach this "
+                      "sensitivity on validation."),
     click.option("--seed", type=int, default=None, help="Random seed for data, splits and weights (default 0)."),
     click.option("--output-dir", type=click.Path(), default=None,
                  help="Where run directories are created (default ./runs)."),

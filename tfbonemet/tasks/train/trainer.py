@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfbonemet import execution, signals
+from tfbonemet import execution, referral, signals
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
@@ -314,6 +314,14 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
             "threshold": threshold, "rule": config.threshold_rule, "chosen_on": "validation",
             **({"target_sensitivity": config.target_sensitivity} if config.threshold_rule == "sensitivity" else {}),
             "figures": metrics_lib.binary_metrics(y_val, probabilities[:, 1], threshold)}
+        if config.refer_coverage is not None or config.refer_sensitivity is not None:
+            payload["referral"] = referral.choose_band(y_val, probabilities[:, 1], threshold, config.refer_coverage,
+                                                       config.refer_sensitivity)
+    temperature = metrics_lib.fit_temperature(y_val, probabilities)
+    payload["calibration"] = {"temperature": temperature, "fitted_on": "validation",
+                              "ece": metrics_lib.calibration(y_val, probabilities)["ece"],
+                              "ece_scaled": metrics_lib.calibration(
+                                  y_val, metrics_lib.with_temperature(probabilities, temperature))["ece"]}
     write_json(run_dir / "metrics.json", payload)
     write_training_curves(run_dir)
     tidy(run_dir)
@@ -324,6 +332,8 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
         log(f"Operating threshold {point['threshold']:.3f} ({point['rule']} on validation): "
             f"F1 {point['figures']['f1']:.3f}, recall {point['figures']['recall']:.3f}, "
             f"specificity {point['figures']['specificity']:.3f}")
+    if "referral" in payload:
+        log(referral.describe(payload["referral"]))
     log(f"Run directory: {run_dir}")
     return run_dir
 

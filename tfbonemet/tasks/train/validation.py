@@ -51,6 +51,20 @@ def check_intensity_scale(value) -> None:
                           f"value such as 255, got {value!r}")
 
 
+def check_referral(config: FitConfig) -> None:
+    for name in ("refer_coverage", "refer_sensitivity"):
+        value = getattr(config, name)
+        if value is not None and not 0 < value <= 1:
+            raise ConfigError(f"{name} must be in (0, 1], got {value}")
+    if config.refer_coverage is not None and config.refer_sensitivity is not None:
+        raise ConfigError("give refer_coverage or refer_sensitivity, not both: one band is chosen on validation")
+    if config.task != "binary" and (config.refer_coverage is not None or config.refer_sensitivity is not None):
+        raise ConfigError(f"a referral band needs the binary task (a band around the metastasis threshold), "
+                          f"not {config.task!r}")
+    if not 0 < config.uncertainty_shift <= 0.1:
+        raise ConfigError(f"uncertainty_shift must be in (0, 0.1] of a side, got {config.uncertainty_shift}")
+
+
 def validate(config: FitConfig, where: str = "configuration") -> None:
     check_types(config, where)
     for name, options in choices().items():
@@ -76,6 +90,7 @@ def validate(config: FitConfig, where: str = "configuration") -> None:
         raise ConfigError(f"learning_rate {config.learning_rate:g} would diverge; Adam rates are below 1")
     if not 0 < config.target_sensitivity <= 1:
         raise ConfigError(f"target_sensitivity must be in (0, 1], got {config.target_sensitivity}")
+    check_referral(config)
     check_intensity_scale(config.intensity_scale)
     if not 0 <= config.weight_ema < 1:
         raise ConfigError(f"weight_ema must be in [0, 1) (0 = off; e.g. 0.99), got {config.weight_ema}")
