@@ -25,7 +25,7 @@ from pydicom.data import get_testdata_file
 from tfbonemet.cli import cli
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
-from tfbonemet.tasks.export.integrity import record
+from tfbonemet.io.integrity import record
 
 CT, MR, LOSSY = (get_testdata_file(name) for name in ("CT_small.dcm", "MR_small.dcm", "JPEG-lossy.dcm"))
 DUMMY = Path(__file__).parents[1] / "tfds_builders" / "bone_scintigraphy" / "dummy_data"
@@ -583,6 +583,30 @@ def test_evaluate_refuses_a_build_damaged_after_training(built, tmp_path):
     _flip_a_bit(shard)
     assert_one_error(["evaluate", tmp_path / "run", "--bootstrap", "10"], shard.name, "damaged", "data build")
     assert not (tmp_path / "run" / "eval-test").exists()
+
+
+@pytest.mark.parametrize("content", [b"{oops", b"[]", b'{"splits": "x"}'], ids=["not JSON", "a list", "no splits"])
+def test_a_damaged_dataset_description_is_named(content, built, tmp_path):
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(built, data_dir)
+    info = _version(data_dir) / "dataset_info.json"
+    info.write_bytes(content)
+    words = [str(info), "damaged dataset description", f"remove {_version(data_dir)}", "data build"]
+    assert_one_error(["fit", "--data", DATA, "--data-dir", data_dir, "--epochs", "1", "--batch-size", "4",
+                      "--output-dir", tmp_path / "runs"], *words)
+    assert_one_error(["data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", built.parent / "source",
+                      "--data-dir", data_dir], *words)
+    assert info.read_bytes() == content  # named, never rebuilt over or trained on
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_missing_record_file_is_named(built, tmp_path):
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(built, data_dir)
+    shard = next(_version(data_dir).glob("*-train.tfrecord-*"))
+    shard.unlink()
+    assert_one_error(["fit", "--data", DATA, "--data-dir", data_dir, "--epochs", "1", "--batch-size", "4",
+                      "--output-dir", tmp_path / "runs"], str(shard), "missing", "dataset_info.json", "data build")
 
 
 # ---------------------------------------------------------------- tasks that load a run

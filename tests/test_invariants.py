@@ -53,7 +53,8 @@ def trained(request, dicom_tfds):
 @pytest.mark.parametrize("crop", CROPS)
 def test_same_raw_study_gives_the_same_model_input_on_every_path(dicom_tfds, crop):
     """tf.data (fit, evaluate, cv, export parity) == predict's reader == explain, from one DICOM study."""
-    from tfbonemet.tasks.predict import ModelInfo, discover, load_study, preprocess_studies
+    from tfbonemet.run import ModelInfo
+    from tfbonemet.tasks.predict import discover, load_study
 
     preprocessor = ScanPreprocessor("two_view", (96, 32), crop=crop)
     split = datasets.open_split(source(dicom_tfds), "validation")
@@ -62,7 +63,7 @@ def test_same_raw_study_gives_the_same_model_input_on_every_path(dicom_tfds, cro
     info = ModelInfo(preprocessor, ("no_metastasis", "metastasis"))
     read = {key: views for study in discover([dicom_tfds / "dicom"]) for key, views in load_study(study, info)}
     for i, key in enumerate(split.keys):
-        served = preprocess_studies([read[key]], preprocessor)
+        served = preprocessor.batch([read[key]])
         raw = {view: read[key][view] for view in preprocessor.source_views}
         explained = preprocessor.numpy(raw)
         for name in preprocessor.input_names:

@@ -32,11 +32,6 @@ LAYERS = (
 KNOWN_EXCEPTIONS = {
     # upward: the fit checks the run loads with belong in config.py (fields) and run.py (cross-layer checks)
     ("tfbonemet.run", "tfbonemet.tasks.train.validation"),
-    # tasks.export <-> tasks.predict: ModelInfo belongs beside Run, so export need not import predict
-    ("tfbonemet.tasks.export.archive", "tfbonemet.tasks.predict"),
-    # predict and evaluate -> export for file digests: they belong in io/
-    ("tfbonemet.tasks.predict.runners", "tfbonemet.tasks.export.integrity"),
-    ("tfbonemet.tasks.evaluate.task", "tfbonemet.tasks.export.integrity"),
 }
 
 

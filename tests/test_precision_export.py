@@ -142,7 +142,6 @@ def test_a_failed_tflite_conversion_is_one_error_line(tiny_run_dir, tmp_path, mo
     """A graph the converter refuses (here: a bfloat16 SavedModel) ends in one `Error:` line, nothing written."""
     from tfbonemet.tasks.export import tflite
     from tfbonemet.tasks.export.archive import build_archive
-    from tfbonemet.tasks.predict import ModelInfo
 
     from tfbonemet.models.two_view import build_two_view_net
 
@@ -150,8 +149,7 @@ def test_a_failed_tflite_conversion_is_one_error_line(tiny_run_dir, tmp_path, mo
     with execution.dtype_policy("mixed_bfloat16"):
         mixed = build_two_view_net(image_size=run.preprocessor.image_size, filters=(8, 16, 16))
     refused = tmp_path / "bfloat16"
-    build_archive(mixed, ModelInfo(run.preprocessor, run.classes, run.threshold)).write_out(str(refused),
-                                                                                         verbose=False)
+    build_archive(mixed, run.info).write_out(str(refused), verbose=False)
     convert = tflite._convert
     monkeypatch.setattr(tflite, "_convert", lambda _, *rest: convert(refused, *rest))
     result = CliRunner().invoke(cli, ["export", str(tiny_run_dir), "--format", "tflite",

@@ -16,7 +16,7 @@ from tfbonemet.cli import cli
 from tfbonemet.data.phantom import BoneScanPhantom
 from tfbonemet.data.phantom_dicom import write_dataset
 from tfbonemet.errors import DataError, ModelError
-from tfbonemet.tasks.export.integrity import record
+from tfbonemet.io.integrity import record
 from tfbonemet.tasks.predict import discover, iter_predictions, load_runner
 
 JPEG2000 = pydicom.data.get_testdata_file("JPEG2000.dcm")

@@ -161,6 +161,11 @@ class Run:
             return None
         return float(self.metrics.get("operating_point", {}).get("threshold", 0.5))
 
+    @property
+    def info(self) -> "ModelInfo":
+        """What a runner or an export needs besides the weights."""
+        return ModelInfo(self.preprocessor, self.classes, self.threshold)
+
     def labels_of(self, probabilities: np.ndarray) -> np.ndarray:
         """Class indices: P(metastasis) >= the stored threshold for binary runs, argmax otherwise."""
         return decide(probabilities, self.threshold)
@@ -215,6 +220,41 @@ class Run:
         run = cls(config, preprocessor_for(config, views, (height, width)), path, None, {})
         run._serve(model)
         return run
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a runner needs besides weights: the run's preprocessor, class names and decision threshold."""
+
+    preprocessor: ScanPreprocessor
+    classes: tuple[str, ...]
+    threshold: float | None = None  # on P(positive) for binary models; None: argmax
+
+    @property
+    def data_views(self) -> tuple[str, ...]:
+        """Views read from a study: ('anterior', 'posterior'), or ('anterior',) feeding the input `image`."""
+        return self.preprocessor.source_views
+
+    def label(self, probabilities: np.ndarray) -> np.ndarray:
+        return decide(probabilities, self.threshold)
+
+    def to_json(self) -> dict:
+        return {"preprocessing": self.preprocessor.describe(), "classes": list(self.classes),
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelInfo":
+        return cls(ScanPreprocessor.from_description(d["preprocessing"]), tuple(d["classes"]), d.get("threshold"))
+
+
+def model_inputs(model, x: dict):
+    """Inputs keyed by name, in the structure the Keras model was built with (dict, list or one tensor)."""
+    if isinstance(model.input, dict):
+        return x
+    names = model_input_names(model)
+    if isinstance(model.input, (list, tuple)):
+        return [x[n] for n in names]
+    return x[names[0]]
 
 
 def preprocessor_for(config: FitConfig, views: str, image_size) -> ScanPreprocessor:

@@ -58,7 +58,16 @@ def build(dataset, manual_dir, data_dir, config, skip_bad, allow_public_secret):
         raise click.UsageError(f"--config applies to {', '.join(CONFIGURED)}, not {dataset}")
     if not any(Path(manual_dir).iterdir()):  # TFDS would stop with its manual-download instructions
         raise DataError(f"{manual_dir}: is empty: nothing to build {dataset} from")
-    builder = make_builder(dataset, config, data_dir, skip_bad, allow_public_secret)
+    try:
+        builder = make_builder(dataset, config, data_dir, skip_bad, allow_public_secret)
+    except Exception:  # TFDS reads a version already built there: its dataset_info.json may be damaged
+        from tfbonemet.data.datasets import damaged_description
+
+        damaged = damaged_description(f"{dataset}/{config or CONFIGURED[dataset][0]}" if dataset in CONFIGURED
+                                      else dataset, data_dir)
+        if damaged:
+            raise damaged from None
+        raise
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except Exception as exc:

@@ -163,6 +163,9 @@ def tfds_builder(data: str, data_dir: str | None, manual_dir: str | None = None)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # TFDS raises several types for an unknown or unreadable dataset
+        damaged = damaged_description(name, data_dir)
+        if damaged:
+            raise damaged from None
         raise DataError(f"cannot open TFDS dataset {name!r} in {data_dir or 'the default data_dir'}: "
                         f"{str(exc).splitlines()[0]}") from None
     if not builder.is_prepared():
@@ -177,10 +180,33 @@ def tfds_builder(data: str, data_dir: str | None, manual_dir: str | None = None)
     return builder
 
 
+def damaged_description(name: str, data_dir: str | None) -> DataError | None:
+    """The error naming a built version's dataset_info.json under `data_dir` that is not valid JSON or lacks
+    its splits (a TFDS build always writes both) and how to rebuild it; None when every one reads."""
+    import json
+
+    import tensorflow_datasets as tfds
+
+    root = Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
+    folder = root.joinpath(*name.split("/"))
+    for path in sorted([*folder.glob("*/dataset_info.json"), *folder.glob("*/*/dataset_info.json")]):
+        try:
+            info = json.loads(path.read_bytes())
+            if isinstance(info, dict) and isinstance(info.get("splits"), list):
+                continue
+        except (ValueError, OSError):
+            pass
+        return DataError(f"{path}: damaged dataset description (not valid JSON, or without the splits a build "
+                         f"writes); rebuild it: remove {path.parent} and run `tfbonemet data build --dataset "
+                         f"{name.split('/')[0]} --manual-dir SOURCE --data-dir {root}` again")
+    return None
+
+
 def _tfds_split(builder, split: str) -> str:
     if split not in builder.info.splits:
-        raise DataError(f"TFDS dataset {builder.info.full_name} has no split {split!r} "
-                        f"(it has {', '.join(builder.info.splits)})")
+        raise DataError(f"TFDS dataset {builder.info.full_name} has no split {split!r} (its "
+                        f"{Path(builder.data_dir) / 'dataset_info.json'} lists {', '.join(builder.info.splits)}); "
+                        f"if a build of it was damaged, {_rebuild(builder)}")
     return split
 
 
@@ -190,6 +216,9 @@ def check_shards(builder, split: str) -> None:
     info = builder.info.splits[split]
     for path, expected in zip(info.filepaths, info.shard_lengths):
         path = Path(str(path))
+        if not path.exists():
+            raise DataError(f"{path}: record file missing, though {Path(builder.data_dir) / 'dataset_info.json'} "
+                            f"lists it; {_rebuild(builder)}")
         try:
             found = sum(1 for _ in tf.data.TFRecordDataset(str(path)))
         except tf.errors.OpError as exc:

@@ -58,6 +58,11 @@ class DicomStudy:
     def is_two_view(self) -> bool:
         return self.anterior is not None and self.posterior is not None
 
+    @property
+    def views(self) -> dict[str, np.ndarray]:
+        """{view: counts} for the views this study has (anterior, posterior, image)."""
+        return {view: getattr(self, view) for view in (ANTERIOR, POSTERIOR, IMAGE) if getattr(self, view) is not None}
+
 
 def _code_view(item) -> str | None:
     for code in item.get("ViewCodeSequence", []):

@@ -148,8 +148,7 @@ def _dicom_views(study: StudyFiles, reader: Reader, secret: str | None) -> list[
     the anterior view if the study has one, else each single image file (`<key>-<n>` when several)."""
     if len(reader.data_views) == 2:
         found = dicom.read_studies(study.files, secret=secret)
-        return [(s.study_key, {v: getattr(s, v) for v in (*VIEWS, IMAGE)
-                               if getattr(s, v) is not None}) for s in found]
+        return [(s.study_key, s.views) for s in found]
     key = study_key_for_uid(study.key, secret)
     per_file = [dicom.read_views(f) for f in study.files]
     anterior = [v for v in per_file if ANTERIOR in v]
@@ -159,21 +158,29 @@ def _dicom_views(study: StudyFiles, reader: Reader, secret: str | None) -> list[
     return [(key if len(found) == 1 else f"{key}-{n}", v) for n, v in enumerate(found, start=1)] or [(key, {})]
 
 
+def views_for(views: dict[str, np.ndarray], reader: Reader) -> dict[str, np.ndarray] | None:
+    """The views a model reads from a study's views, or None if the study lacks them: both views for a
+    two-view model; for a single-view model its view, else the study's only image."""
+    if len(reader.data_views) == 2:
+        return {v: views[v] for v in reader.data_views} if all(v in views for v in reader.data_views) else None
+    single = views.get(reader.data_views[0], views.get(IMAGE))
+    return None if single is None else {reader.data_views[0]: single}
+
+
 def model_views(views: dict[str, np.ndarray], reader: Reader, files: list[Path]) -> dict[str, np.ndarray]:
-    """A study's views -> the views the model reads; a single-view model reads the anterior or the only image."""
+    """A study's views -> the views the model reads (`views_for`), their counts and sizes checked."""
     names = ", ".join(map(str, files))
     for view, array in views.items():
         images.check_counts(f"{names}: {view} view", array)
-    if len(reader.data_views) == 2:
+    chosen = views_for(views, reader)
+    if chosen is None and len(reader.data_views) == 2:
         missing = [view for view in reader.data_views if view not in views]
-        if missing:
-            raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
-        images.check_pair(names, views)
-        return {v: views[v] for v in reader.data_views}
-    single = views.get(reader.data_views[0], views.get(IMAGE))
-    if single is None:
+        raise DataError(f"{names}: no {' or '.join(missing)} view; this is a two-view (anterior + posterior) model")
+    if chosen is None:
         raise DataError(f"{names}: no {reader.data_views[0]} view or single image for this single-view model")
-    return {reader.data_views[0]: single}
+    if len(chosen) == 2:
+        images.check_pair(names, chosen)
+    return chosen
 
 
 def load_study(study: StudyFiles, reader: Reader, secret: str | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:

@@ -15,6 +15,7 @@ import math
 import tensorflow as tf
 
 from tfbonemet.errors import ConfigError
+from tfbonemet.preprocessing.scan_preprocessor import compress, expand
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,24 +95,6 @@ def affine_transforms(batch_size, height, width, config: AugmentConfig, seed) ->
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def to_linear(x: tf.Tensor, normalisation: str) -> tf.Tensor:
-    """Undo the range compression of preprocess.normalise_counts (back to counts / robust max)."""
-    if normalisation == "sqrt":
-        return tf.square(x)
-    if normalisation == "log":
-        return (tf.exp(x * math.log(100.0)) - 1.0) / 99.0
-    return x
-
-
-def from_linear(x: tf.Tensor, normalisation: str) -> tf.Tensor:
-    x = tf.clip_by_value(x, 0.0, 1.0)
-    if normalisation == "sqrt":
-        return tf.sqrt(x)
-    if normalisation == "log":
-        return tf.math.log1p(x * 99.0) / math.log(100.0)
-    return x
-
-
 def augment_batch(features: dict, seed, config: AugmentConfig, normalisation: str = "sqrt") -> dict:
     """Augment a batch of normalised views {name: (B, H, W, 1)}; every view of a study shares its geometry.
 
@@ -131,7 +114,7 @@ def augment_batch(features: dict, seed, config: AugmentConfig, normalisation: st
         x = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=shape[1:3],
                                                   fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT")
     if config.intensity or config.noise_counts:
-        linear = to_linear(x, normalisation)
+        linear = expand(x, normalisation)  # back to scaled counts, where gain and counting noise act
         if config.intensity:
             gain = tf.random.stateless_uniform([shape[0], 1, 1, 1], seeds[1], 1.0 - config.intensity,
                                                1.0 + config.intensity)
@@ -141,7 +124,7 @@ def augment_batch(features: dict, seed, config: AugmentConfig, normalisation: st
             # U(-1, 1) + U(-1, 1) has variance 2/3
             pair = tf.random.stateless_uniform(tf.concat([[2], shape], 0), seeds[2], -1.0, 1.0)
             linear = linear + std * (math.sqrt(1.5) * (pair[0] + pair[1]))
-        x = from_linear(linear, normalisation)
+        x = compress(linear, normalisation)
     return {name: x[..., i:i + 1] for i, name in enumerate(names)}
 
 

@@ -149,11 +149,7 @@ class ScanPreprocessor:
 
         tf.image.resize_with_pad's arithmetic in float32, written out so the inverse can read it.
         """
-        fy0, fx0, fy1, fx1 = CROPS[self.crop]
-        h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-        y0, x0 = tf.cast(tf.floor(fy0 * h), tf.int32), tf.cast(tf.floor(fx0 * w), tf.int32)
-        y1 = tf.maximum(tf.cast(tf.math.ceil(fy1 * h), tf.int32), y0 + 1)
-        x1 = tf.maximum(tf.cast(tf.math.ceil(fx1 * w), tf.int32), x0 + 1)
+        y0, x0, y1, x1 = _crop_box(self.crop, height, width)
         ch, cw = tf.cast(y1 - y0, tf.float32), tf.cast(x1 - x0, tf.float32)
         th, tw = (float(v) for v in self.image_size)
         ratio = tf.maximum(cw / tw, ch / th)
@@ -196,12 +192,7 @@ class ScanPreprocessor:
         """(B, H, W, 1) counts -> [0, 1]: divide by the full scale (or each view's robust max), clip,
         then compress the range."""
         reference = robust_max(x, self.percentile) if self.scale is None else self.scale
-        x = tf.clip_by_value(tf.maximum(x, 0.0) / reference, 0.0, 1.0)
-        if self.normalisation == "sqrt":
-            return tf.sqrt(x)
-        if self.normalisation == "log":
-            return tf.math.log1p(x * 99.0) / tf.math.log(100.0)
-        return x
+        return compress(tf.maximum(x, 0.0) / reference, self.normalisation)
 
     def __call__(self, features: dict) -> dict:
         """{source view: counts} -> {input name: model input}; extra keys are ignored."""
@@ -216,7 +207,22 @@ class ScanPreprocessor:
         """One unbatched study {view: (H, W) counts} -> {input: (h, w, 1) float32 array}."""
         return {k: v.numpy() for k, v in self({v: np.asarray(study[v], np.float32) for v in self.source_views}).items()}
 
+    def batch(self, studies: list[dict]) -> dict[str, np.ndarray]:
+        """Raw studies {view: (H, W) counts} -> {input: (N, h, w, 1)}, one study at a time (sizes may differ)."""
+        prepared = [self.numpy(study) for study in studies]
+        return {name: np.stack([p[name] for p in prepared]) for name in self.input_names}
+
     # ---------------------------------------------------------------- inverse
+    def as_anterior(self, view: str, image: np.ndarray) -> np.ndarray:
+        """A (…, H, W) array in `view`'s source frame, oriented as the anterior view (the posterior mirrored,
+        as the model sees it), so the two views' maps can be laid over each other."""
+        return np.asarray(image)[..., ::-1] if self.mirrors(view) else np.asarray(image)
+
+    def invert_maps(self, maps: dict[str, np.ndarray], study: dict) -> dict[str, np.ndarray]:
+        """One study's maps {input: (h, w)} -> {source view: map on that view's grid and orientation}."""
+        return {view: self.invert_map(view, maps[name], np.shape(study[view]))
+                for name, view in zip(self.input_names, self.source_views)}
+
     def invert_map(self, view: str, heatmap: np.ndarray, source_shape) -> np.ndarray:
         """A (h, w) map in the model-input frame -> the source view's (H, W) grid and orientation.
 
@@ -240,6 +246,41 @@ class ScanPreprocessor:
         corners = geometry.to_model(np.array([[box[0], box[1]], [box[2], box[3]]], np.float64))
         (ya, xa), (yb, xb) = corners
         return min(ya, yb), min(xa, xb), max(ya, yb), max(xa, xb)
+
+
+def _crop_box(crop: str, height, width):
+    """(y0, x0, y1, x1) of the `crop` box in a view of `height` x `width` (TF scalars or ints); at least one pixel."""
+    fy0, fx0, fy1, fx1 = CROPS[crop]
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    y0, x0 = tf.cast(tf.floor(fy0 * h), tf.int32), tf.cast(tf.floor(fx0 * w), tf.int32)
+    y1 = tf.maximum(tf.cast(tf.math.ceil(fy1 * h), tf.int32), y0 + 1)
+    x1 = tf.maximum(tf.cast(tf.math.ceil(fx1 * w), tf.int32), x0 + 1)
+    return y0, x0, y1, x1
+
+
+def cropped_shape(crop: str, source_shape) -> tuple[int, int]:
+    """(height, width) of a view of `source_shape` (H, W) after `crop`: what the resize step starts from."""
+    y0, x0, y1, x1 = (int(v) for v in _crop_box(crop, int(source_shape[0]), int(source_shape[1])))
+    return y1 - y0, x1 - x0
+
+
+def compress(linear: tf.Tensor, normalisation: str) -> tf.Tensor:
+    """Scaled counts -> [0, 1]: clip, then the `normalisation` range compression (sqrt, log or linear)."""
+    x = tf.clip_by_value(linear, 0.0, 1.0)
+    if normalisation == "sqrt":
+        return tf.sqrt(x)
+    if normalisation == "log":
+        return tf.math.log1p(x * 99.0) / tf.math.log(100.0)
+    return x
+
+
+def expand(x: tf.Tensor, normalisation: str) -> tf.Tensor:
+    """The inverse of `compress`: model-input values back to scaled counts (for count-level augmentation)."""
+    if normalisation == "sqrt":
+        return tf.square(x)
+    if normalisation == "log":
+        return (tf.exp(x * tf.math.log(100.0)) - 1.0) / 99.0
+    return x
 
 
 def robust_max(images: tf.Tensor, percentile: float = 99.5) -> tf.Tensor:

@@ -17,7 +17,7 @@ from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
-from tfbonemet.preprocessing import ScanPreprocessor
+from tfbonemet.run import preprocessor_for
 from tfbonemet.tasks.train.recipe import Recipe
 from tfbonemet.tasks.train.trainer import start_run
 from tfbonemet.tasks.train.validation import validate
@@ -50,8 +50,7 @@ def pretrain(config: FitConfig, log=print) -> Path:
     train_split, val_split = datasets.open_split(config, "train"), datasets.open_split(config, "validation")
     recipe = Recipe(lambda: pretraining_model(config, len(train_split.class_names)), "image", None,
                     train_split.class_names, model_file=BACKBONE_FILE)
-    preprocessor = ScanPreprocessor(views="image", image_size=(config.image_height, config.image_width),
-                                    normalisation=config.normalisation)
+    preprocessor = preprocessor_for(config, "image", (config.image_height, config.image_width))
     run_dir = start_run(config, recipe, preprocessor, train_split, val_split, log)
     log(f"Backbone for `tfbonemet fit --init-backbone`: {run_dir / BACKBONE_FILE}")
     return run_dir

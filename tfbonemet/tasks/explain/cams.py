@@ -127,16 +127,14 @@ def explain_studies(run, studies: list[dict[str, np.ndarray]], names: list[str],
     out = []
     for start in range(0, len(names), batch_size):
         chunk = studies[start:start + batch_size]
-        prepared = [preprocessor.numpy(study) for study in chunk]
-        inputs = {name: np.stack([p[name] for p in prepared]) for name in preprocessor.input_names}
+        inputs = preprocessor.batch(chunk)
         probabilities = np.asarray(run.model.predict(inputs, verbose=0))
         called = run.labels_of(probabilities)
         maps = class_activation_maps(run.model, inputs, class_index, method, registry_name=run.config.model,
                                      **options)
         for i, (name, study) in enumerate(zip(names[start:start + batch_size], chunk)):
             shown = {view: study[view] for view in preprocessor.source_views}
-            per_view = {view: preprocessor.invert_map(view, maps[input_name][i], shown[view].shape)
-                        for input_name, view in zip(preprocessor.input_names, preprocessor.source_views)}
+            per_view = preprocessor.invert_maps({input_name: m[i] for input_name, m in maps.items()}, shown)
             out.append(Explanation(name, shown, per_view, float(probabilities[i, class_index]), class_name,
                                    run.classes[int(called[i])], run.threshold))
         if advance is not None:

@@ -17,20 +17,19 @@ INDEX_FILE = "source_index.csv"
 
 
 def dicom_inputs(paths, run) -> tuple[list[dict], list[str], list[list[Path]]]:
-    """(raw studies, names, source files per study) for DICOM studies with the views this model takes."""
+    """(raw studies, names, source files per study) for DICOM studies with the views this model takes
+    (chosen as predict chooses them: tfbonemet.io.discovery.views_for)."""
     from tfbonemet.io.dicom import read_studies
+    from tfbonemet.io.discovery import views_for
 
-    two_view = len(run.preprocessor.source_views) == 2
-    studies = read_studies(list(paths))
-    wanted = [s for s in studies if (s.is_two_view if two_view else (s.image is not None or s.anterior is not None))]
+    found = [(s, views_for(s.views, run.info)) for s in read_studies(list(paths))]
+    wanted = [(s, views) for s, views in found if views is not None]
     if not wanted:
+        two_view = len(run.info.data_views) == 2
         raise DataError(f"{', '.join(map(str, paths))}: no study has the views this model takes "
                         f"({'anterior + posterior' if two_view else 'one image'})")
-    if two_view:
-        views = [{"anterior": s.anterior, "posterior": s.posterior} for s in wanted]
-    else:
-        views = [{"anterior": s.anterior if s.anterior is not None else s.image} for s in wanted]
-    return views, [f"study-{s.study_key[:12]}" for s in wanted], [list(s.source_files) for s in wanted]
+    return ([views for _, views in wanted], [f"study-{s.study_key[:12]}" for s, _ in wanted],
+            [list(s.source_files) for s, _ in wanted])
 
 
 def write_index(out: Path, names: list[str], sources: list[list[Path]]) -> Path:

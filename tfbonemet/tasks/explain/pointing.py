@@ -55,7 +55,7 @@ def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: 
     for i, study, explanation in zip(wanted, studies, explanations):
         cam = explanation.maps.get("anterior", next(iter(explanation.maps.values())))
         if views == "both" and "posterior" in explanation.maps:
-            cam = cam + explanation.maps["posterior"][:, ::-1]
+            cam = cam + run.preprocessor.as_anterior("posterior", explanation.maps["posterior"])
         region = lesion_region(cam.shape, data.lesion_boxes[i]["anterior"], tolerance)
         body = body_mask(study["anterior"]) | region
         peak = np.unravel_index(np.argmax(cam), cam.shape)

@@ -8,7 +8,7 @@ P(metastasis) >= the run's stored operating threshold, else the most probable cl
 """
 from __future__ import annotations
 
-from tfbonemet.tasks.predict import ModelInfo, model_inputs
+from tfbonemet.run import ModelInfo, model_inputs
 
 SIGNATURES = ("serving_default", "serving_bytes", "preprocessed")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tfbonemet.data import datasets
-from tfbonemet.tasks.export.integrity import digest
+from tfbonemet.io.integrity import digest
 from tfbonemet.vocab import SPLITS
 
 SCHEMA = "tfbonemet model card 1 (after MONAI bundle metadata.json)"

@@ -18,14 +18,17 @@ from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.io.atomic import (make_dir, no_space, publish_dir, remove_stale, staging_dir, write_json,
                                  write_text)
+from tfbonemet.io import integrity
 from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
 from tfbonemet.progress import stages
-from tfbonemet.tasks.export import integrity, model_card, tflite
+from tfbonemet.tasks.export import model_card, tflite
 from tfbonemet.tasks.export.archive import SIGNATURES, build_archive
 from tfbonemet.tasks.export.parity import parity, parity_table
 from tfbonemet.tasks.export.versions import model_name as safe_name
 from tfbonemet.tasks.export.versions import next_version, previous_card
-from tfbonemet.tasks.predict import METADATA_JSON, ModelInfo, SavedModelRunner, TFLiteRunner
+from tfbonemet.io.integrity import METADATA_JSON
+from tfbonemet.run import ModelInfo
+from tfbonemet.tasks.predict import SavedModelRunner, TFLiteRunner
 from tfbonemet.vocab import EXPORT_FORMATS as FORMATS
 
 
@@ -37,7 +40,7 @@ def export(run_dir, output_dir="saved_models", fmt: str = "all", model_name: str
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = Run.load(run_dir)
-    info = ModelInfo(run.preprocessor, run.classes, run.threshold)
+    info = run.info
     root = Path(output_dir) / safe_name(model_name or run.model.name)
     # one export of a model at a time: the version number is chosen, and the folder renamed, under the lock
     with exclusive(make_dir(output_dir) / f".{root.name}.export{LOCK_SUFFIX}", f"export folder {root}"):

@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from tfbonemet.tasks.export.integrity import METADATA_JSON
+from tfbonemet.io.integrity import METADATA_JSON
 
 
 def model_name(name: str) -> str:

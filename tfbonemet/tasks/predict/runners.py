@@ -8,60 +8,16 @@ digests recorded in its metadata.json before it is loaded.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from tfbonemet.errors import ModelError
-from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.run import check_keras_file, decide
-from tfbonemet.vocab import model_input_names
+from tfbonemet.io.integrity import METADATA_JSON, verify
+from tfbonemet.run import ModelInfo, check_keras_file, model_inputs
 
-METADATA_JSON = "metadata.json"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8 of every .tflite file
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    """What a runner needs besides weights: the run's preprocessor, class names and decision threshold."""
-
-    preprocessor: ScanPreprocessor
-    classes: tuple[str, ...]
-    threshold: float | None = None  # on P(positive) for binary models; None: argmax
-
-    @property
-    def data_views(self) -> tuple[str, ...]:
-        """Views read from a study: ('anterior', 'posterior'), or ('anterior',) feeding the input `image`."""
-        return self.preprocessor.source_views
-
-    def label(self, probabilities: np.ndarray) -> np.ndarray:
-        return decide(probabilities, self.threshold)
-
-    def to_json(self) -> dict:
-        return {"preprocessing": self.preprocessor.describe(), "classes": list(self.classes),
-                "threshold": self.threshold}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "ModelInfo":
-        return cls(ScanPreprocessor.from_description(d["preprocessing"]), tuple(d["classes"]), d.get("threshold"))
-
-
-def model_inputs(model, x: dict):
-    """Inputs keyed by name, in the structure the Keras model was built with (dict, list or one tensor)."""
-    if isinstance(model.input, dict):
-        return x
-    names = model_input_names(model)
-    if isinstance(model.input, (list, tuple)):
-        return [x[n] for n in names]
-    return x[names[0]]
-
-
-def preprocess_studies(studies: list[dict[str, np.ndarray]], preprocessor: ScanPreprocessor) -> dict[str, np.ndarray]:
-    """Raw (H, W) count views per study -> batched model inputs, one study at a time (sizes may differ)."""
-    parts = [preprocessor.numpy(s) for s in studies]
-    return {name: np.stack([p[name] for p in parts]) for name in parts[0]}
 
 
 class KerasRunner:
@@ -74,13 +30,13 @@ class KerasRunner:
 
         self.run = Run.load(path)
         self.run.model  # noqa: B018  (load now: a bad file fails before any study is read)
-        self.info = ModelInfo(self.run.preprocessor, self.run.classes, self.run.threshold)
+        self.info = self.run.info
 
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.run.model.predict_on_batch(model_inputs(self.run.model, x)), np.float32)
 
     def predict(self, studies):
-        return self.predict_preprocessed(preprocess_studies(studies, self.info.preprocessor))
+        return self.predict_preprocessed(self.info.preprocessor.batch(studies))
 
 
 class SavedModelRunner:
@@ -151,7 +107,7 @@ class TFLiteRunner:
         return _dequantise(out["probabilities"], self.output)
 
     def predict(self, studies):
-        return self.predict_preprocessed(preprocess_studies(studies, self.info.preprocessor))
+        return self.predict_preprocessed(self.info.preprocessor.batch(studies))
 
 
 def _quantise(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -197,14 +153,6 @@ def _check_tflite(path: Path) -> None:
         raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier); damaged or another kind of file")
 
 
-def _verify_export(path: Path) -> None:
-    """An export's files against the digests recorded at export: a changed or tampered file is refused
-    before TensorFlow runs any of its graph (docs/security.md)."""
-    from tfbonemet.tasks.export.integrity import verify
-
-    verify(path)
-
-
 def _tflite_metadata(path: Path) -> Path:
     """metadata.json of the export a .tflite belongs to: beside it, or in the version folder above."""
     for folder in (path.parent, path.parent.parent):
@@ -223,7 +171,7 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
                           key=lambda p: int(p.name))
         if (path / "saved_model.pb").is_file() or versions:
             version = path if (path / "saved_model.pb").is_file() else versions[-1]
-            _verify_export(version)
+            verify(version)  # a changed or tampered file is refused before TF runs its graph (docs/security.md)
             return SavedModelRunner(version)
         if (path / "model.keras").is_file() or (path / "config.json").is_file():
             if (path / "model.keras").is_file():
@@ -237,7 +185,7 @@ def load_runner(path) -> KerasRunner | SavedModelRunner | TFLiteRunner:
         return KerasRunner(path.parent if in_run else path)
     if path.suffix == ".tflite":
         _check_tflite(path)
-        _verify_export(path)
+        verify(path)
         return TFLiteRunner(path)
     raise ModelError(f"{path}: not a model; expected a run directory, .keras, SavedModel folder or .tflite")
 

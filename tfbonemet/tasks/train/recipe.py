@@ -14,7 +14,7 @@ import keras
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.models import build_model, input_convention
-from tfbonemet.preprocessing import CROPS
+from tfbonemet.preprocessing import cropped_shape
 from tfbonemet.tasks.train.validation import MIN_IMAGE_SIDE
 from tfbonemet.vocab import DISPLAY_FULL_SCALE, TASKS, VIEW_SETS
 
@@ -55,13 +55,11 @@ def input_size(config: FitConfig, train_split: datasets.Split, log=print) -> tup
     """
     if config.image_height:
         return config.image_height, config.image_width
-    height, width = train_split.typical_size()
-    fy0, fx0, fy1, fx1 = CROPS[config.crop]
-    height, width = height * (fy1 - fy0), width * (fx1 - fx0)
+    height, width = cropped_shape(config.crop, train_split.typical_size())
     shrink = min(1.0, math.sqrt(MAX_INPUT_PIXELS / (height * width)))
     size = tuple(max(MIN_IMAGE_SIDE, int(side * shrink) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in (height, width))
     log(f"Input size {size[0]}x{size[1]} per view, from the data's typical study size "
-        f"{int(height)}x{int(width)}{' after the crop' if config.crop != 'none' else ''} "
+        f"{height}x{width}{' after the crop' if config.crop != 'none' else ''} "
         f"(set --image-size to override)")
     return size
 

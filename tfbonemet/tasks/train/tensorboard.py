@@ -95,8 +95,7 @@ class ValidationSummaries(keras.callbacks.Callback):
 
         target = self.classes.index("metastasis") if "metastasis" in self.classes else len(self.classes) - 1
         names, studies = list(self.cam_studies), list(self.cam_studies.values())
-        prepared = [self.preprocessor.numpy(study) for study in studies]
-        inputs = {n: np.stack([p[n] for p in prepared]) for n in self.preprocessor.input_names}
+        inputs = self.preprocessor.batch(studies)
         probabilities = np.asarray(self.model.predict(inputs, verbose=0))[:, target]
         try:
             maps = class_activation_maps(self.model, inputs, target, "gradcam", registry_name=self.registry_name)
@@ -105,10 +104,8 @@ class ValidationSummaries(keras.callbacks.Callback):
             self.cam_studies = {}
             return
         for i, (name, study) in enumerate(zip(names, studies)):
-            panels = []
-            for input_name, view in zip(self.preprocessor.input_names, self.preprocessor.source_views):
-                heat = self.preprocessor.invert_map(view, maps[input_name][i], study[view].shape) * probabilities[i]
-                panels.append(overlay_rgb(study[view], heat))
+            source_maps = self.preprocessor.invert_maps({input_name: m[i] for input_name, m in maps.items()}, study)
+            panels = [overlay_rgb(study[view], heat * probabilities[i]) for view, heat in source_maps.items()]
             height = max(p.shape[0] for p in panels)
             panels = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0)), constant_values=255) for p in panels]
             tf.summary.image(f"cams/{name}", np.concatenate(panels, axis=1)[None],

@@ -1,4 +1,4 @@
-"""sha256 of every file of an export, recorded in its metadata.json, and the check a runner makes before use.
+"""sha256 of every file of an export folder, recorded in its metadata.json, and the check made before a model is loaded.
 
 A model that a copy, a sync or a disk damaged silently would still load and answer; comparing
 its files against the digests written at export time catches that before a single prediction.
