@@ -8,13 +8,12 @@ import csv
 import io
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from tfbonemet.errors import DataError, ModelError
-from tfbonemet.io.atomic import PART, make_dir, remove_stale
+from tfbonemet.io.atomic import PART, make_dir, open_for_write, remove_stale
 from tfbonemet.io.discovery import StudyFiles, load_study
 from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
 from tfbonemet.vocab import PREDICTION_FORMATS
@@ -108,13 +107,5 @@ def open_output(output: str | Path | None):
     folder = make_dir(output.parent)
     with exclusive(folder / f".{output.name}{LOCK_SUFFIX}", f"predictions file {output}"):
         remove_stale(folder, f".{output.name}.*{PART}")
-        partial = folder / f".{output.name}.{os.getpid()}{PART}"
-        try:
-            with open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-                yield fh
-            os.chmod(partial, 0o644)
-            os.replace(partial, output)
-        except OSError as exc:
-            raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
-        finally:
-            partial.unlink(missing_ok=True)
+        with open_for_write(output, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+            yield fh
