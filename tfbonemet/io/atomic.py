@@ -121,21 +121,33 @@ def _plain(value):
     return str(value)
 
 
-def save_model(model, path) -> Path:
-    """model.save to a temporary .keras name, then rename (Keras needs the .keras suffix)."""
+@contextlib.contextmanager
+def temporary_name(path) -> Iterator[Path]:
+    """A hidden name beside `path` for a library that writes by file name; what it wrote there is made 0644
+    and renamed to `path` when the block ends, and removed if the block raises (`path` then stays as it was).
+
+    The name keeps `path`'s suffixes (`.keras`, `.weights.h5`): Keras picks the format by them.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{PART}.keras")
+    stem, dot, suffixes = path.name.partition(".")
+    tmp = path.with_name(f".{stem}.{os.getpid()}{PART}{dot}{suffixes}")
     try:
-        model.save(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        yield tmp
+        if tmp.exists():
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(model, path) -> Path:
+    """model.save to a temporary .keras name, then rename."""
+    try:
+        with temporary_name(path) as tmp:
+            model.save(tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        _fail(path, exc)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+        _fail(Path(path), exc)
+    return Path(path)
 
 
 def staging_dir(parent, prefix: str) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 from tfbonemet import metrics as metrics_lib
 from tfbonemet import signals
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import FILE_MODE, PART, write_json
+from tfbonemet.io.atomic import temporary_name, write_json
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.run_dir import backed_up_epoch
 
@@ -162,13 +162,8 @@ class EpochBackup(deferring(keras.callbacks.BackupAndRestore)):
     def _save_model(self):
         with signals.deferred():
             os.makedirs(self.backup_dir, exist_ok=True)
-            weights = Path(self._weights_path)
-            tmp = weights.with_name(f".{os.getpid()}{PART}.weights.h5")
-            try:
+            with temporary_name(self._weights_path) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
-                os.replace(tmp, weights)
-            finally:
-                tmp.unlink(missing_ok=True)
             write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
@@ -177,14 +172,10 @@ class BestCheckpoint(deferring(keras.callbacks.ModelCheckpoint)):
     full disk or a stop during the write leaves the previous best model whole."""
 
     def _save_model(self, *args, **kwargs):
-        final = Path(self.filepath)
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}{PART}{final.suffix}")
-        self.filepath = str(tmp)
+        final = self.filepath
         try:
-            super()._save_model(*args, **kwargs)
-            if tmp.exists():
-                os.chmod(tmp, FILE_MODE)
-                os.replace(tmp, final)
+            with temporary_name(final) as tmp:
+                self.filepath = str(tmp)
+                super()._save_model(*args, **kwargs)
         finally:
-            self.filepath = str(final)
-            tmp.unlink(missing_ok=True)
+            self.filepath = final
