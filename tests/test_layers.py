@@ -75,3 +75,22 @@ def test_bad_arguments_fail_clearly():
         ViewAggregation("median")
     with pytest.raises(ValueError, match="reduction"):
         ChannelAttention(reduction=0)
+
+
+def test_a_plain_keras_load_names_the_module_to_import(tmp_path):
+    """Keras imports a saved custom class's module by itself only for its own packages (keras, keras_hub,
+    keras_cv, keras_nlp): in a fresh process `keras.models.load_model` cannot find tfbonemet's layers, and
+    its error names the module; after `import tfbonemet.models.layers` the same call loads the model."""
+    import subprocess
+    import sys
+
+    from tfbonemet.models import build_model
+
+    path = tmp_path / "model.keras"
+    build_model("two_view_net", image_size=(64, 32), num_classes=2, filters=(8, 16, 16)).save(path)
+    script = (f"import keras\ntry:\n    keras.models.load_model({str(path)!r})\nexcept TypeError as exc:\n"
+              f"    print('plain load:', 'tfbonemet.models' in str(exc))\n"
+              f"import tfbonemet.models.layers\nprint('after import:', keras.models.load_model({str(path)!r}).name)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "plain load: True" in result.stdout, result.stdout + result.stderr
+    assert "after import: two_view_net" in result.stdout, result.stdout + result.stderr
