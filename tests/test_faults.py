@@ -690,3 +690,121 @@ def test_every_command_meets_bad_input():
 
     covered = {"predict", "data build", "data phantom", "fit", *CONSUMERS, "models", "cv"}
     assert set(commands(cli)) - covered == set(WITHOUT_FAULT_CASES)
+
+
+# ---------------------------------------------------------------- what killed processes left
+
+@pytest.fixture
+def held_by_another():
+    """Hold lock files as a live tfbonemet process would (flock conflicts between open files, even in one
+    process); released at the end of the test."""
+    import fcntl
+
+    handles = []
+
+    def hold(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handles.append(handle)
+        return path
+    yield hold
+    for handle in handles:
+        handle.close()
+
+
+def _killed_export(output_dir: Path, model: str) -> list[Path]:
+    """What an export of `model` killed mid-way leaves: its staging folder and its lock file."""
+    staging = output_dir / model / f".export.{_dead_pid()}.k1ll3d"
+    staging.mkdir(parents=True)
+    (staging / "saved_model.pb").write_bytes(b"half")
+    lock = output_dir / f".{model}.export.lock"
+    lock.write_text("0\n")
+    return [output_dir / model, lock]
+
+
+def test_the_next_export_clears_what_killed_exports_left(ctx, tmp_path, held_by_another):
+    out = tmp_path / "models"
+    left = _killed_export(out, "other_model")
+    busy = out / "busy_model" / f".export.{os.getpid()}.runs"  # a live export of another model
+    busy.mkdir(parents=True)
+    held_by_another(out / ".busy_model.export.lock")
+    result = CliRunner().invoke(cli, ["export", str(ctx["run"]), "--output-dir", str(out), "--format", "savedmodel",
+                                      "--model-name", "this_model"])
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in left), result.output
+    assert (out / "this_model" / "1" / "saved_model.pb").is_file()
+    assert busy.is_dir()
+    assert sorted(p.name for p in out.iterdir()) == [".busy_model.export.lock", "busy_model", "this_model"]
+
+
+def test_the_next_predictions_in_a_folder_clear_what_killed_ones_left(ctx, tmp_path, held_by_another):
+    out = tmp_path / "predictions"
+    out.mkdir()
+    left = [out / f".killed.csv.{_dead_pid()}.a1b2c3d4.part", out / ".killed.csv.lock"]
+    for path in left:
+        path.write_text("half a file")
+    busy = [out / f".busy.csv.{_dead_pid()}.e5f6g7h8.part", held_by_another(out / ".busy.csv.lock")]
+    busy[0].write_text("a live process on another machine writes this")
+    result = CliRunner().invoke(cli, ["predict", str(ctx["run"]), str(ctx["nm"]), "-o", str(out / "new.csv")])
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in busy)
+    assert sorted(p.name for p in out.iterdir()) == sorted([busy[0].name, ".busy.csv.lock", "new.csv"])
+
+
+def test_the_next_build_in_a_data_dir_clears_what_killed_builds_left(built, tmp_path, held_by_another):
+    data_dir = tmp_path / "tfds"
+    killed = data_dir / "bone_scintigraphy" / "multiclass"
+    (killed / "incomplete.K1LLED_1.0.0").mkdir(parents=True)
+    (killed / "incomplete.K1LLED_1.0.0" / "bone_scintigraphy-train.tfrecord-00000-of-00001").write_bytes(b"half")
+    (killed / ".building.lock").write_text("0\n")
+    busy = data_dir / "other_dataset" / "incomplete.BUSY_1.0.0"
+    busy.mkdir(parents=True)
+    held_by_another(busy.parent / ".building.lock")
+    result = CliRunner().invoke(cli, ["data", "build", "--dataset", "bone_scintigraphy", "--manual-dir",
+                                      str(built.parent / "source"), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert not killed.exists()  # a killed first build: nothing of it stays
+    assert busy.is_dir()
+    assert (_version(data_dir) / "dataset_info.json").is_file()
+
+
+def _killed_fit(run: Path) -> list[Path]:
+    """What a fit killed as it ended leaves in its finished run: best.keras, backup/ and a temporary save."""
+    shutil.copy(run / "model.keras", run / "best.keras")
+    (run / "backup" / "train").mkdir(parents=True)
+    (run / "backup" / "train" / "training_metadata.json").write_text('{"epoch": 2}')
+    (run / f".model.{_dead_pid()}.part.keras").write_bytes(b"")
+    return [run / "best.keras", run / "backup", next(run.glob(".model.*.part.keras"))]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "explain", "fit"])
+def test_the_next_command_writing_by_a_run_clears_what_a_killed_fit_left(command, ctx, tmp_path, held_by_another):
+    runs = tmp_path / "runs"
+    run, busy = runs / "killed", runs / "training"
+    shutil.copytree(ctx["run"], run)
+    shutil.copytree(ctx["run"], busy)
+    left, kept = _killed_fit(run), _killed_fit(busy)
+    held_by_another(busy / ".tfbonemet.lock")  # a live process still trains or finishes that run
+    model = (run / "model.keras").read_bytes()
+    args = {"evaluate": ["evaluate", run, "--bootstrap", "10"],
+            "explain": ["explain", run, "--num", "1"],
+            "fit": ["fit", *SMALL, "--batch-size", "4", "--model-option", "filters=[4,8]", "--output-dir", runs,
+                    "--run-name", "new"]}
+    result = CliRunner().invoke(cli, [str(a) for a in args[command]])
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in left), result.output
+    assert all(path.exists() for path in kept)
+    assert (run / "model.keras").read_bytes() == model and not (run / ".tfbonemet.lock").exists()
+
+
+def test_a_leftover_is_removed_only_when_its_process_is_gone(tmp_path):
+    from tfbonemet.io.lock import sweep
+
+    alive = [tmp_path / f".results.2024.csv.{os.getpid()}.x.part", tmp_path / f".model.{os.getppid()}.part.keras"]
+    dead = [tmp_path / f".results.2024.csv.{_dead_pid()}.y.part", tmp_path / ".p.csv.lock"]
+    for path in alive + dead:
+        path.write_text("")
+    assert sorted(sweep(tmp_path)) == sorted(dead)
+    assert sorted(tmp_path.iterdir()) == sorted(alive)

@@ -41,6 +41,7 @@ class BuildOptions:
         from tfbonemet.io.atomic import make_dir, remove_stale
         from tfbonemet.io.lock import exclusive
 
+        sweep_builds(self.data_dir_root)
         config_dir = make_dir(Path(self.data_dir).parent)
         with exclusive(config_dir / BUILD_LOCK, f"dataset {config_dir}"):
             remove_stale(config_dir, ".building.[0-9]*")  # markers of builds before the lock
@@ -50,6 +51,31 @@ class BuildOptions:
 
 
 BUILD_LOCK = ".building.lock"
+
+
+def sweep_builds(data_dir) -> list[Path]:
+    """Remove what killed builds left in `data_dir`, of any dataset or configuration: TFDS's `incomplete.*`
+    folders and the lock files, where no build of that configuration runs (its lock is free); a folder
+    left empty goes too. Returns the removed paths."""
+    from tfbonemet.io.atomic import remove_stale
+    from tfbonemet.io.lock import unless_held
+
+    data_dir = Path(data_dir)
+    left = [*data_dir.glob(f"*/{INCOMPLETE_PREFIX}*"), *data_dir.glob(f"*/*/{INCOMPLETE_PREFIX}*"),
+            *data_dir.glob(f"*/{BUILD_LOCK}"), *data_dir.glob(f"*/*/{BUILD_LOCK}")]
+    removed = []
+    for config_dir in sorted({path.parent for path in left}):
+        with unless_held(config_dir / BUILD_LOCK) as free:
+            if not free:
+                continue
+            for stale in sorted(config_dir.glob(f"{INCOMPLETE_PREFIX}*")):
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale)
+            removed += remove_stale(config_dir, ".building.[0-9]*")
+        for folder in (config_dir, config_dir.parent):  # a first build killed: nothing else is there
+            if folder != data_dir and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    return removed
 
 
 def png16(image: np.ndarray) -> bytes:

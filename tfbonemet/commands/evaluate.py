@@ -44,7 +44,9 @@ def evaluate(run, split, target_sensitivity, n_bootstrap, output_dir, data, num_
     PR and reliability plots; and published figures from other datasets for scale.
     """
     from tfbonemet.tasks.evaluate import run_evaluation
+    from tfbonemet.tasks.train.run_dir import sweep_run
 
+    sweep_run(run, click.echo)
     run_evaluation(run, split, output_dir, log=click.echo, target_sensitivity=target_sensitivity,
                    n_bootstrap=n_bootstrap, data_options=data_options(data, num_studies, seed))
 

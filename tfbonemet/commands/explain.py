@@ -46,7 +46,9 @@ def explain(run, split, num, dicom_paths, method, class_name, only_class, dicom_
     (or a pseudonymous one with --deidentify).
     """
     from tfbonemet.tasks import explain as explain_lib
+    from tfbonemet.tasks.train.run_dir import sweep_run
 
+    sweep_run(run, click.echo)
     methods = explain_lib.METHODS if method == "all" else (method,)
     options = data_options(data, num_studies, seed)
     if pointing_game:

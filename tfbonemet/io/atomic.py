@@ -174,14 +174,15 @@ def publish_dir(staging: Path, target: Path) -> Path:
     return target
 
 
-def remove_stale(parent, pattern: str) -> list[Path]:
-    """Delete what killed processes left in `parent` (staging folders, .part files) matching `pattern`."""
+def remove_stale(parent, pattern: str, keep=None) -> list[Path]:
+    """Delete what killed processes left in `parent` (staging folders, .part files) matching `pattern`,
+    except entries whose name holds the pid of a live process, or for which `keep(path)` is true."""
     parent = Path(parent)
     removed = []
     if not parent.is_dir():
         return removed
-    for stale in parent.glob(pattern):
-        if _owner_alive(stale):
+    for stale in sorted(parent.glob(pattern)):
+        if _owner_alive(stale) or (keep is not None and keep(stale)):
             continue
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         removed.append(stale)
@@ -189,7 +190,8 @@ def remove_stale(parent, pattern: str) -> list[Path]:
 
 
 def _owner_alive(path: Path) -> bool:
-    """True when the path names a running process (`.name.<pid>.…`): ours, or another one's."""
+    """True when a number in the name (`.name.<pid>.…`) is the pid of a running process: ours, or another
+    one's. Every number counts (a file name may hold digits of its own before the pid)."""
     for part in path.name.split("."):
         if part.isdigit():
             if int(part) == os.getpid():
@@ -198,7 +200,7 @@ def _owner_alive(path: Path) -> bool:
                 os.kill(int(part), 0)
                 return True
             except ProcessLookupError:
-                return False
-            except PermissionError:
+                continue
+            except (PermissionError, OverflowError):
                 return True
     return False

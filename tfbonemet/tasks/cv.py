@@ -29,6 +29,7 @@ from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import make_dir, write_json, write_text
 from tfbonemet.run import Run
 from tfbonemet.tasks.train import trainer
+from tfbonemet.tasks.train.run_dir import sweep_runs
 from tfbonemet.tasks.train.validation import validate
 from tfbonemet.vocab import SPLITS
 
@@ -48,6 +49,7 @@ def cross_validate(config: FitConfig, folds: int, log=print) -> Path:
     if len(np.unique(fold_of)) < folds:
         raise ConfigError(f"{len(np.unique(studies.patients))} patients cannot fill {folds} folds")
     cv_dir = Path(config.output_dir) / (config.run_name or f"cv{folds}-{config.model}")
+    sweep_runs(config.output_dir, log)
     created = not cv_dir.exists()
     try:
         return _cross_validate(config, folds, studies, binary, fold_of, make_dir(cv_dir), log)

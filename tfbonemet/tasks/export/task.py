@@ -19,7 +19,7 @@ from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.io.atomic import (make_dir, no_space, publish_dir, remove_stale, staging_dir, write_json,
                                  write_text)
 from tfbonemet.io import integrity
-from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
+from tfbonemet.io.lock import LOCK_SUFFIX, exclusive, sweep, unless_held
 from tfbonemet.progress import stages
 from tfbonemet.tasks.export import model_card, tflite
 from tfbonemet.tasks.export.archive import SIGNATURES, build_archive
@@ -42,6 +42,7 @@ def export(run_dir, output_dir="saved_models", fmt: str = "all", model_name: str
     run = Run.load(run_dir)
     info = run.info
     root = Path(output_dir) / safe_name(model_name or run.model.name)
+    sweep_exports(output_dir, log)
     # one export of a model at a time: the version number is chosen, and the folder renamed, under the lock
     with exclusive(make_dir(output_dir) / f".{root.name}.export{LOCK_SUFFIX}", f"export folder {root}"):
         for stale in remove_stale(root, ".export*"):
@@ -62,6 +63,22 @@ def export(run_dir, output_dir="saved_models", fmt: str = "all", model_name: str
             shutil.rmtree(staging, ignore_errors=True)
             if root.exists() and not any(root.iterdir()):
                 root.rmdir()
+
+
+def sweep_exports(output_dir, log=print) -> None:
+    """Remove what killed exports left under `output_dir`, of any model: staging folders (and a model folder
+    left empty) where no export of that model runs, and lock files no process holds."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return
+    for root in sorted({path.parent for path in output_dir.glob("*/.export.*")}):
+        with unless_held(output_dir / f".{root.name}.export{LOCK_SUFFIX}") as free:
+            if free:
+                for stale in remove_stale(root, ".export.*"):
+                    log(f"Removed {stale}, left by an export that was killed")
+                if not any(root.iterdir()):
+                    root.rmdir()
+    sweep(output_dir, log)
 
 
 def _build(run, info: ModelInfo, staging: Path, fmt: str, calibration_samples: int, card: dict, log) -> None:

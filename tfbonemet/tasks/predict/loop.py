@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 from tfbonemet.errors import DataError, ModelError
 from tfbonemet.io.atomic import PART, make_dir, open_for_write, remove_stale
 from tfbonemet.io.discovery import StudyFiles, load_study
-from tfbonemet.io.lock import LOCK_SUFFIX, exclusive
+from tfbonemet.io.lock import LOCK_SUFFIX, exclusive, sweep
 from tfbonemet.vocab import PREDICTION_FORMATS
 
 def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, salt: str | None = None,
@@ -105,6 +105,7 @@ def open_output(output: str | Path | None):
     if output.is_dir():
         raise DataError(f"{output}: is a folder; give a file name for the predictions")
     folder = make_dir(output.parent)
+    sweep(folder)  # what killed runs left beside other files here
     with exclusive(folder / f".{output.name}{LOCK_SUFFIX}", f"predictions file {output}"):
         remove_stale(folder, f".{output.name}.*{PART}")
         with open_for_write(output, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:

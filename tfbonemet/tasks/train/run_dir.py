@@ -4,13 +4,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 from tfbonemet.config import FitConfig
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import make_dir, write_text
+from tfbonemet.io.atomic import PART, make_dir, remove_stale, write_text
+from tfbonemet.io.lock import unless_held
 
 FINISHED = ("model.keras", "metrics.json")
+RUN_LOCK = ".tfbonemet.lock"  # held while a process trains into the run directory
 
 
 def make_run_dir(config: FitConfig) -> Path:
@@ -58,3 +61,48 @@ def backed_up_epoch(backup_dir: Path) -> int | None:
     """Epochs finished according to a BackupAndRestore directory (None if there is no backup)."""
     meta = backup_dir / "training_metadata.json"
     return json.loads(meta.read_text())["epoch"] if meta.exists() else None
+
+
+def tidy(run_dir: Path, keep_best: bool = False) -> list[str]:
+    """Remove what training leaves while it runs: best.keras and backup/ (unless `keep_best`: the run is
+    not finished) and the temporary files of a killed process; returns the names removed."""
+    removed = [stale.name for stale in remove_stale(run_dir, f".*{PART}*")]
+    if not keep_best:
+        for path in (run_dir / "best.keras", run_dir / "backup"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(f"{path.name}/")
+            elif path.exists():
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
+def sweep_runs(folder, log=print) -> list[str]:
+    """Tidy the run directories in `folder` (and the folds of a cross-validation there), or `folder` itself
+    when it is a run directory: what a killed fit left (its temporary saves; best.keras and backup/ once
+    the run has finished) goes, but only from runs that no live process holds. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    runs = [folder] if (folder / "config.json").exists() else [
+        path.parent for pattern in ("*/config.json", "*/fold-*/config.json") for path in sorted(folder.glob(pattern))]
+    removed = []
+    for run_dir in runs:
+        finished = all((run_dir / name).exists() for name in FINISHED)
+        left = any(run_dir.glob(f".*{PART}*")) or (finished and any(
+            (run_dir / name).exists() for name in ("best.keras", "backup")))
+        if not left:
+            continue
+        with unless_held(run_dir / RUN_LOCK) as free:
+            if free:
+                names = tidy(run_dir, keep_best=not finished)
+                if names:
+                    log(f"Removed {', '.join(names)} from {run_dir}, left by a fit that was killed")
+                removed += [str(run_dir / name) for name in names]
+    return removed
+
+
+def sweep_run(run, log=print) -> list[str]:
+    """`sweep_runs` for one run directory; nothing for anything else (a .keras file, a folder of runs)."""
+    return sweep_runs(run, log) if (Path(run) / "config.json").is_file() else []

@@ -23,7 +23,7 @@ from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig, class_weights
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import PART, remove_stale, save_model, write_json, write_text
+from tfbonemet.io.atomic import save_model, write_json, write_text
 from tfbonemet.io.lock import exclusive
 from tfbonemet.models import finetune
 from tfbonemet.preprocessing import ScanPreprocessor
@@ -35,7 +35,8 @@ from tfbonemet.tasks.train.callbacks import (BestCheckpoint, EpochBackup, Random
                                              RestoreOnly, ValidationAUC, averaged_weights, diverged_error)
 from tfbonemet.tasks.train.recipe import (Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages,
                                           weight_average_momentum)
-from tfbonemet.tasks.train.run_dir import FINISHED, backed_up_epoch, make_run_dir, read_history, unfinished_run
+from tfbonemet.tasks.train.run_dir import (FINISHED, RUN_LOCK, backed_up_epoch, make_run_dir, read_history, sweep_runs,
+                                           tidy, unfinished_run)
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
 from tfbonemet.tasks.train.validation import validate
 
@@ -63,6 +64,7 @@ def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor,
     first epoch is finished is removed again."""
     if config.strategy == "multi-worker":
         return _start_multi_worker(config, recipe, preprocessor, train_split, val_split, log)
+    sweep_runs(config.output_dir, log)
     run_dir = make_run_dir(config)
     try:
         with exclusive(run_dir / RUN_LOCK, f"run {run_dir}"):
@@ -80,9 +82,6 @@ def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor,
         else:
             _resume_hint(exc, run_dir)
         raise
-
-
-RUN_LOCK = ".tfbonemet.lock"  # held while a process trains into the run directory
 
 
 def _resume_hint(exc: BaseException, run_dir: Path) -> None:
@@ -336,18 +335,3 @@ def _finish(config, recipe, run_dir, model, val_ds, y_val, log) -> Path:
         log(referral.describe(payload["referral"]))
     log(f"Run directory: {run_dir}")
     return run_dir
-
-
-def tidy(run_dir: Path, keep_best: bool = False) -> list[str]:
-    """Remove what training leaves while it runs: best.keras and backup/ (unless `keep_best`: the run is
-    not finished) and the temporary files of a killed process; returns the names removed."""
-    removed = [stale.name for stale in remove_stale(run_dir, f".*{PART}*")]
-    if not keep_best:
-        for path in (run_dir / "best.keras", run_dir / "backup"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(f"{path.name}/")
-            elif path.exists():
-                path.unlink()
-                removed.append(path.name)
-    return removed
