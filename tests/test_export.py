@@ -71,7 +71,7 @@ def test_model_card_has_io_and_no_identifiers(two_view, tiny_run_dir):
     meta = json.loads((two_view / "metadata.json").read_text())
     inputs = meta["network_data_format"]["inputs"]
     assert set(inputs) == {"anterior", "posterior"} and inputs["anterior"]["modality"] == "NM"
-    assert set(meta["network_data_format"]["outputs"]) == {"probabilities", "label"}
+    assert set(meta["network_data_format"]["outputs"]) == {"probabilities", "uncertainty", "label"}
     assert meta["classes"] == ["no_metastasis", "metastasis"] and meta["metrics"]
     card = (two_view / "MODEL_CARD.md").read_text()
     assert "not a stand-alone diagnosis" in card.lower()
@@ -88,13 +88,16 @@ def test_signatures_named_with_preprocessing_inside(two_view, tiny_run_dir):
     assert set(export_lib.SIGNATURES) <= set(loaded.signatures)
     serve = loaded.signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"anterior", "posterior"}
-    assert set(serve.structured_outputs) == {"probabilities", "label"}
+    assert set(serve.structured_outputs) == {"probabilities", "uncertainty", "label"}
     run = Run.load(tiny_run_dir)
     studies = [study for _, study in open_split(run.config, "validation").raw_studies(("anterior", "posterior"))]
-    expected = load_runner(tiny_run_dir).predict(studies)
+    outputs = load_runner(tiny_run_dir).outputs(studies)
+    expected = outputs["probabilities"]
     counts = {v: tf.constant(np.stack([s[v] for s in studies])[..., None]) for v in ("anterior", "posterior")}
     got = serve(**counts)
     np.testing.assert_allclose(got["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(got["uncertainty"].numpy(), outputs["uncertainty"], atol=2e-5)
+    assert (outputs["uncertainty"] > 0).any()
     np.testing.assert_array_equal(got["label"].numpy(), (expected[:, 1] >= run.threshold).astype(int))
     # any size: a 2x larger acquisition still runs (resized with padding inside)
     big = {v: tf.image.resize(t[:1], (256, 64), method="nearest") for v, t in counts.items()}

@@ -1,9 +1,9 @@
 """The one rule: a figure the package reports is computed on the path the model is trained and served on.
 
 With and without the thoracic crop, the same raw study gives the same model input through every
-path; evaluate's per-study probabilities equal predict's with the run directory, the exported
-SavedModel and TFLite; and a class-activation map comes back to the source view where its
-evidence was.
+path; evaluate's per-study probabilities, uncertainty and label (refer inside the referral band)
+equal predict's with the run directory, the exported SavedModel and TFLite, and the DICOM SR's; and
+a class-activation map comes back to the source view where its evidence was.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from tfbonemet.config import resolve
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig
+from tfbonemet.io.dicom_results import UNCERTAINTY
 from tfbonemet.preprocessing import ScanPreprocessor
 
 CROPS = ["none", "thorax"]
@@ -40,12 +41,12 @@ def source(root, **overrides):
 
 @pytest.fixture(scope="module", params=CROPS)
 def trained(request, dicom_tfds):
-    """A one-epoch run on the TFDS build, with or without the thoracic crop."""
+    """A one-epoch run on the TFDS build, with or without the thoracic crop, referring half the studies."""
     from tfbonemet.tasks.train.trainer import fit
 
     crop = request.param
     config = source(dicom_tfds, image_height=96 if crop == "thorax" else 128, image_width=32, epochs=1,
-                    batch_size=8, crop=crop, model_options={"filters": [8, 16, 16]},
+                    batch_size=8, crop=crop, model_options={"filters": [8, 16, 16]}, refer_coverage=0.5,
                     output_dir=str(dicom_tfds / "runs"), run_name=f"run-{crop}")
     return fit(config, log=lambda *_: None)
 
@@ -71,24 +72,78 @@ def test_same_raw_study_gives_the_same_model_input_on_every_path(dicom_tfds, cro
             np.testing.assert_allclose(explained[name], served[name][0], atol=1e-6)
 
 
-def test_evaluate_predict_savedmodel_and_tflite_agree_per_study(trained, tmp_path):
+def near_an_edge(p, run) -> bool:
+    """Nearer the threshold or a band edge than rows' 1e-6 rounding and batch sums' 1e-7: a tie."""
+    return any(abs(p - edge) <= 2e-6 for edge in (run.threshold, *(run.band or ())))
+
+
+def sr_result(report) -> dict:
+    """P(metastasis), the uncertainty and the call per class, read back from a written SR."""
+    items = list(walk(report.ContentSequence))
+    numbers = {}
+    for i, item in enumerate(items):
+        if item.ValueType == "NUM":
+            numbers.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(
+                float(item.MeasuredValueSequence[0].NumericValue))
+    calls = {item.ConceptNameCodeSequence[0].CodeMeaning: item.ConceptCodeSequence[0].CodeMeaning
+             for item in items if item.ValueType == "CODE"
+             and item.ConceptCodeSequence[0].CodeMeaning in ("Present", "Absent", "Indeterminate")}
+    return {"probabilities": numbers["Probability"], "uncertainty": numbers[UNCERTAINTY.meaning][0], "calls": calls}
+
+
+def walk(sequence):
+    for item in sequence:
+        yield item
+        yield from walk(item.get("ContentSequence", []))
+
+
+def test_evaluate_predict_savedmodel_tflite_and_sr_agree_per_study(trained, tmp_path):
+    """Probability, uncertainty and label (refer included) of each study, from evaluate, predict on the run,
+    the SavedModel and TFLite, and the DICOM SR `predict --dicomweb` stores."""
+    import pydicom
+
+    from tfbonemet.io import dicom_results
+    from tfbonemet.run import Run
     from tfbonemet.tasks.evaluate import run_evaluation
     from tfbonemet.tasks.export import export
-    from tfbonemet.tasks.predict import discover, iter_predictions, load_runner
+    from tfbonemet.tasks.pacs import study_result
+    from tfbonemet.tasks.predict import discover, iter_predictions, load_runner, load_study
 
+    run = Run.load(trained)
+    assert run.band is not None
     out = run_evaluation(trained, "validation", output_dir=tmp_path / "eval", n_bootstrap=20, log=lambda *_: None)
     with (out / "predictions.csv").open() as fh:
-        evaluated = {row["study"]: float(row["p_metastasis"]) for row in csv.DictReader(fh)}
+        evaluated = {row["study"]: row for row in csv.DictReader(fh)}
     version = export(trained, tmp_path / "served", log=lambda *_: None)
     studies = discover([trained.parents[1] / "dicom"])
+    labels, by_run = set(), None
     for model, tolerance in ((trained, 1e-4), (version.parent, 1e-4), (version / "tflite" / "float32.tflite", 1e-4)):
-        predicted = {row["study"]: row["p_metastasis"] for row in iter_predictions(load_runner(model), studies)}
+        predicted = {row["study"]: row for row in iter_predictions(load_runner(model), studies)}
         assert set(evaluated) <= set(predicted)
-        for key, p in evaluated.items():
-            assert abs(predicted[key] - p) <= tolerance, (model, key)
+        for key, row in evaluated.items():
+            p = float(row["p_metastasis"])
+            assert abs(predicted[key]["p_metastasis"] - p) <= tolerance, (model, key)
+            assert abs(predicted[key]["uncertainty"] - float(row["uncertainty"])) <= 2 * tolerance, (model, key)
+            if not near_an_edge(p, run):
+                assert predicted[key]["label"] == row["label"], (model, key, p, run.threshold, run.band)
+        labels |= {row["label"] for row in predicted.values()}
+        by_run = by_run or predicted
+    assert "refer" in labels  # the band is chosen to refer half the validation studies
+    runner = load_runner(trained)
+    for study in studies:
+        [(key, views)] = load_study(study, runner.info)
+        result = study_result(runner, views, trained)
+        report = dicom_results.structured_report([pydicom.dcmread(f) for f in study.files], result)
+        read = sr_result(report)
+        row = by_run[key]
+        assert read["probabilities"][1] == pytest.approx(row["p_metastasis"], abs=1e-4)
+        assert read["uncertainty"] == pytest.approx(row["uncertainty"], abs=2e-4)
+        if not near_an_edge(row["p_metastasis"], run):
+            expected = {"refer": "Indeterminate", "metastasis": "Present", "no_metastasis": "Absent"}[row["label"]]
+            assert read["calls"]["Bony metastasis"] == expected, (key, row)
 
 
-def test_predict_and_savedmodel_label_with_the_stored_threshold(trained, tmp_path):
+def test_predict_and_savedmodel_label_with_the_stored_threshold_and_band(trained, tmp_path):
     import json
 
     from tfbonemet.tasks.export import export
@@ -98,13 +153,16 @@ def test_predict_and_savedmodel_label_with_the_stored_threshold(trained, tmp_pat
     version = export(trained, tmp_path / "served", fmt="savedmodel", log=lambda *_: None)
     assert json.loads((version / "metadata.json").read_text())["threshold"] == pytest.approx(threshold)
     studies = discover([trained.parents[1] / "dicom"])
+    low, high = json.loads((trained / "metrics.json").read_text())["referral"]["band"]
+    assert json.loads((version / "metadata.json").read_text())["referral_band"] == pytest.approx([low, high])
     for model in (trained, version.parent):
         rows = list(iter_predictions(load_runner(model), studies))
         # rows hold p rounded to 1e-6, and batch sums differ at 1e-7: nearer than that is a tie
-        clear = [row for row in rows if abs(row["p_metastasis"] - threshold) > 2e-6]
+        clear = [row for row in rows if min(abs(row["p_metastasis"] - t) for t in (threshold, low, high)) > 2e-6]
         assert len(clear) >= len(rows) - 1, (threshold, [(r["study"], r["p_metastasis"]) for r in rows if r not in clear])
         for row in clear:
-            assert (row["label"] == "metastasis") == (row["p_metastasis"] >= threshold)
+            p = row["p_metastasis"]
+            assert row["label"] == ("refer" if low < p < high else "metastasis" if p >= threshold else "no_metastasis")
 
 
 def one_lesion_detector(image_size):

@@ -57,7 +57,8 @@ def test_cli_writes_csv_and_json(tiny_run_dir, phantom_dicom, tmp_path):
         assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     assert [r["study"] for r in rows] == [r["study"] for r in json.loads((tmp_path / "out.json").read_text())]
-    assert set(rows[0]) == {"study", "label", "p_no_metastasis", "p_metastasis"}
+    assert set(rows[0]) == {"study", "label", "p_no_metastasis", "p_metastasis", "uncertainty"}
+    assert all(0 <= float(r["uncertainty"]) <= 1 for r in rows)
     text = (tmp_path / "out.csv").read_text()
     assert "PHANTOM" not in text and "FAKE" not in text and "1.2.826" not in text  # no identifiers or UIDs
 

@@ -25,8 +25,9 @@ def study():
 
 
 def check_outputs(outputs, batch):
-    assert set(outputs) == {"probabilities", "label"}
+    assert set(outputs) == {"probabilities", "uncertainty", "label"}
     assert outputs["probabilities"].dtype == tf.float32 and outputs["probabilities"].shape == (batch, 2)
+    assert outputs["uncertainty"].dtype == tf.float32 and outputs["uncertainty"].shape == (batch,)
     assert outputs["label"].dtype == tf.int64 and outputs["label"].shape == (batch,)
 
 

@@ -196,8 +196,9 @@ def bootstrap_ci(statistic, y_true, probabilities, groups, n_resamples: int = 10
     return intervals
 
 
-def with_temperature(probabilities, temperature: float) -> np.ndarray:
-    """Probabilities with their log-probabilities divided by `temperature` and renormalised (softmax(z / T))."""
+def with_temperature(probabilities, temperature) -> np.ndarray:
+    """Probabilities with their log-probabilities divided by `temperature` (a number, or one per row as an
+    (n, 1) array) and renormalised: softmax(z / T)."""
     logits = np.log(np.clip(np.asarray(probabilities, np.float64), 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     scaled = np.exp(logits)

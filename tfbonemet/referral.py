@@ -45,9 +45,13 @@ def referred(p_positive, referral_band) -> np.ndarray:
 
 def answered_figures(y_true, p_positive, threshold: float, referral_band) -> dict[str, float]:
     """Coverage, and error, sensitivity and specificity among the answered studies and among all."""
-    y = np.asarray(y_true, np.int64)
-    called = np.asarray(p_positive) >= threshold
-    answered = ~referred(p_positive, referral_band)
+    return split_figures(y_true, np.asarray(p_positive) >= threshold, ~referred(p_positive, referral_band))
+
+
+def split_figures(y_true, called, answered) -> dict[str, float]:
+    """Coverage, and error, sensitivity and specificity among the `answered` studies and among all, from
+    each study's call (metastasis or not)."""
+    y, called, answered = np.asarray(y_true, np.int64), np.asarray(called, bool), np.asarray(answered, bool)
     out = {"coverage": float(answered.mean()) if len(y) else float("nan")}
     for scope, keep in (("answered", answered), ("all", np.ones_like(answered))):
         out.update({f"{k}_{scope}": v for k, v in _figures(y[keep], called[keep]).items()})

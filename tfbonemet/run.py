@@ -24,7 +24,8 @@ import numpy as np
 from tfbonemet.config import FitConfig, resolve
 from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.vocab import INTENSITY_SCALES, TASKS, model_input_names
+from tfbonemet.referral import referred
+from tfbonemet.vocab import INTENSITY_SCALES, REFER, TASKS, model_input_names
 
 CONFIG_JSON, PREPROCESSOR_JSON, MODEL_FILE, METRICS_JSON = "config.json", "preprocessor.json", "model.keras", \
     "metrics.json"
@@ -127,6 +128,7 @@ class Run:
     metrics: dict = dataclasses.field(default_factory=dict)
     _model: object = None
     _training_precision: str | None = None
+    _predictor: object = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -162,13 +164,39 @@ class Run:
         return float(self.metrics.get("operating_point", {}).get("threshold", 0.5))
 
     @property
+    def band(self) -> tuple[float, float] | None:
+        """The referral band on P(metastasis) chosen on validation (tfbonemet.referral), or None."""
+        chosen = self.metrics.get("referral") or {}
+        return tuple(chosen["band"]) if chosen.get("band") else None
+
+    @property
+    def temperature(self) -> float | None:
+        """The temperature fitted on validation when the run finished (reported, not applied), or None."""
+        return self.metrics.get("calibration", {}).get("temperature")
+
+    @property
+    def predictor(self):
+        """The serving model with its per-study uncertainty output (tfbonemet.models.tta): what evaluate,
+        predict and every export run."""
+        if self._predictor is None:
+            from tfbonemet.models.tta import with_uncertainty
+
+            self._predictor = with_uncertainty(self.model, self.preprocessor.image_size, self.config.uncertainty_shift)
+        return self._predictor
+
+    @property
     def info(self) -> "ModelInfo":
         """What a runner or an export needs besides the weights."""
-        return ModelInfo(self.preprocessor, self.classes, self.threshold)
+        return ModelInfo(self.preprocessor, self.classes, self.threshold, self.band)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.info.label_names
 
     def labels_of(self, probabilities: np.ndarray) -> np.ndarray:
-        """Class indices: P(metastasis) >= the stored threshold for binary runs, argmax otherwise."""
-        return decide(probabilities, self.threshold)
+        """Indices into `label_names`: P(metastasis) >= the stored threshold for binary runs (refer inside
+        the referral band), argmax otherwise."""
+        return decide(probabilities, self.threshold, self.band)
 
     def _check_model(self, model) -> None:
         names = model_input_names(model)
@@ -229,22 +257,31 @@ class ModelInfo:
     preprocessor: ScanPreprocessor
     classes: tuple[str, ...]
     threshold: float | None = None  # on P(positive) for binary models; None: argmax
+    band: tuple[float, float] | None = None  # the referral band on P(positive), or None
 
     @property
     def data_views(self) -> tuple[str, ...]:
         """Views read from a study: ('anterior', 'posterior'), or ('anterior',) feeding the input `image`."""
         return self.preprocessor.source_views
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """What a label index names: the classes, then `refer` when the model has a referral band."""
+        return self.classes + ((REFER,) if self.band else ())
+
     def label(self, probabilities: np.ndarray) -> np.ndarray:
-        return decide(probabilities, self.threshold)
+        return decide(probabilities, self.threshold, self.band)
 
     def to_json(self) -> dict:
         return {"preprocessing": self.preprocessor.describe(), "classes": list(self.classes),
-                "threshold": self.threshold}
+                "threshold": self.threshold, "referral_band": list(self.band) if self.band else None,
+                "labels": list(self.label_names)}
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelInfo":
-        return cls(ScanPreprocessor.from_description(d["preprocessing"]), tuple(d["classes"]), d.get("threshold"))
+        band = d.get("referral_band")
+        return cls(ScanPreprocessor.from_description(d["preprocessing"]), tuple(d["classes"]), d.get("threshold"),
+                   tuple(band) if band else None)
 
 
 def model_inputs(model, x: dict):
@@ -284,11 +321,13 @@ def read_metrics(run_dir: Path) -> dict:
         raise ConfigError(f"{path} cannot be read: {exc}") from None
 
 
-def decide(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Class indices from probabilities: a binary threshold on the positive class, else argmax."""
+def decide(probabilities: np.ndarray, threshold: float | None, band: tuple[float, float] | None = None) -> np.ndarray:
+    """Label indices from probabilities: a binary threshold on the positive class, else argmax; with a
+    referral band, index 2 (`refer`) for a binary probability inside it."""
     probabilities = np.asarray(probabilities)
     if threshold is None or probabilities.shape[-1] != 2:
         return probabilities.argmax(axis=-1)
-    return (probabilities[..., 1] >= threshold).astype(np.int64)
+    labels = (probabilities[..., 1] >= threshold).astype(np.int64)
+    return np.where(referred(probabilities[..., 1], band), 2, labels)
 
 

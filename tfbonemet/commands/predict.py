@@ -87,7 +87,9 @@ def predict(model, paths, output, fmt, batch_size, skip_bad, explain_dir, url, s
     from a source you trust (docs/security.md). DICOM files are grouped into studies by
     StudyInstanceUID and their views paired from the header; only NM images are read. Images pair
     as NAME_ant.png / NAME_post.png. One row per study: a keyed pseudonym of the study (DICOM) or the
-    file name (images), the predicted label and each class probability. Set TFBONEMET_SECRET per site.
+    file name (images), the predicted label (or refer, inside a referral band chosen at fit), each class
+    probability and the uncertainty (how far a probability moves under small shifts of the scan). Set
+    TFBONEMET_SECRET per site.
     """
     pacs_only = {"--study": study_uids, "--query": queries, "--deidentify": deidentify, "--overlays": overlays}
     if url is None:
@@ -125,7 +127,8 @@ def _predict_pacs(model, url, study_uids, queries, deidentify, overlays, output,
                          log=lambda m: click.echo(m, err=True))
     classes = tuple(key[2:] for key in summaries[0] if key.startswith("p_")) if summaries else ()
     with open_output(output) as out:
-        write_rows(({k: v for k, v in s.items() if k in ("study", "label") or k.startswith("p_")} for s in summaries),
+        write_rows(({k: v for k, v in s.items() if k in ("study", "label", "uncertainty") or k.startswith("p_")}
+                    for s in summaries),
                    out, fmt, classes)
     click.echo(f"{len(summaries)} PACS studies predicted with {model}" + (f" -> {output}" if output else ""),
                err=True)

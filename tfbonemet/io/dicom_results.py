@@ -8,8 +8,10 @@ keyed pseudonyms (under the site secret, `$TFBONEMET_SECRET`), so one source stu
 same pseudonymous study and nothing links back to the patient without the secret.
 
 The report follows TID 1500 (Imaging Measurement Report): one measurement group per class, with
-the class probability, whether the model calls the class present, the algorithm's name and
-version, the operating threshold (in the positive class's group) and references to the images.
+the class probability, whether the model calls the class present (indeterminate for every class
+when the study falls in the referral band and is labelled refer), the algorithm's name and
+version, the operating threshold and the study's uncertainty (in the positive class's group) and
+references to the images.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tfbonemet.io.atomic import write_bytes
 from tfbonemet.io.pseudonym import keyed_hash, site_secret, study_key_for_uid
-from tfbonemet.vocab import ANTERIOR, IMAGE, POSITIVE_CLASS, POSTERIOR
+from tfbonemet.vocab import ANTERIOR, IMAGE, POSITIVE_CLASS, POSTERIOR, REFER
 
 MANUFACTURER = "tfbonemet"
 SR_SERIES_NUMBER, OVERLAY_SERIES_NUMBER = 9100, 9101
@@ -38,6 +40,8 @@ CLASS_CODES = {
     "thyroid_carcinoma": codes.SCT.MalignantEpithelialNeoplasmOfThyroid,
 }
 NO_UNITS = codes.UCUM.NoUnits
+# the test-time-shift spread of the probabilities (tfbonemet.models.tta): no standard concept names it
+UNCERTAINTY = Code("UNCERTAINTY", PRIVATE_SCHEME, "Probability spread under test-time shifts")
 # Which side of the patient lies at the image's left and right, and DICOM Patient Orientation
 # (row direction, column direction): anterior is seen from the front, posterior from behind.
 VIEW_SIDES = {ANTERIOR: ("R", "L"), POSTERIOR: ("L", "R")}
@@ -56,6 +60,8 @@ class ModelResult:
     threshold: float | None  # on P(metastasis) for binary models; None: the label is the most probable class
     model_name: str
     model_version: str
+    uncertainty: float | None = None  # None: the model gives none (an export from before the output)
+    referral_band: tuple[float, float] | None = None  # on P(metastasis); inside it the label is `refer`
 
 
 def class_code(name: str) -> Code:
@@ -120,8 +126,12 @@ def structured_report(sources: list[Dataset], result: ModelResult, deidentify: b
     evidence = _targets(sources, deidentify, secret)
     rule = ("most probable class" if result.threshold is None else
             f"{POSITIVE_CLASS} if P({POSITIVE_CLASS}) >= operating threshold {result.threshold:g}")
+    parameters = [f"label: {rule}"[:64]]
+    if result.referral_band is not None:
+        low, high = result.referral_band
+        parameters.append(f"{REFER} if {low:.4g} < P({POSITIVE_CLASS}) < {high:.4g}"[:64])
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version,
-                                              parameters=[f"label: {rule}"[:64]])
+                                              parameters=parameters)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -129,13 +139,20 @@ def structured_report(sources: list[Dataset], result: ModelResult, deidentify: b
             name=result.model_name[:64], manufacturer_name=MANUFACTURER, model_name=result.model_name[:64]))
     images = [hd.sr.SourceImageForMeasurementGroup(s.SOPClassUID, s.SOPInstanceUID) for s in evidence]
     groups = []
+    carrier = POSITIVE_CLASS if POSITIVE_CLASS in result.classes else result.classes[0]
     for name, probability in zip(result.classes, result.probabilities):
         measurements = [hd.sr.Measurement(name=codes.DCM.Probability, value=float(probability), unit=NO_UNITS,
                                           algorithm_id=algorithm)]
         if name == POSITIVE_CLASS and result.threshold is not None:
             measurements.append(hd.sr.Measurement(name=codes.DCM.ThresholdValue, value=float(result.threshold),
                                                   unit=NO_UNITS, algorithm_id=algorithm))
-        called = codes.SCT.Present if name == result.label else codes.SCT.Absent
+        if name == carrier and result.uncertainty is not None and np.isfinite(result.uncertainty):
+            measurements.append(hd.sr.Measurement(name=UNCERTAINTY, value=float(result.uncertainty), unit=NO_UNITS,
+                                                  algorithm_id=algorithm))
+        if result.label == REFER:
+            called = codes.SCT.Indeterminate
+        else:
+            called = codes.SCT.Present if name == result.label else codes.SCT.Absent
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"P({name})"),
             finding_type=class_code(name), algorithm_id=algorithm, measurements=measurements,

@@ -5,9 +5,11 @@ tested on. Fold k is the test fold; the other folds are split by patient the way
 splits what it is given (train / validation, stratified), so each model trains on as much as
 `tfbonemet fit` would and the test fold never steers training. Each fold is an ordinary run
 directory under the CV directory, tested through its own Run (preprocessor included); its test
-predictions are pooled into `predictions.csv`, and the pooled out-of-fold figures (ROC AUC, PR AUC,
-F1 at each fold's stored threshold) get patient-bootstrap 95 % intervals. Rerunning the same
-command continues an interrupted cross-validation where it stopped.
+predictions are pooled into `predictions.csv` (probability, uncertainty, the fold's threshold,
+referral and temperature), and the pooled out-of-fold figures (ROC AUC, PR AUC, F1 at each fold's
+stored threshold; with a referral band, the share answered and sensitivity and specificity among
+the answered and all studies; ECE before and after each fold's temperature) get patient-bootstrap
+95 % intervals. Rerunning the same command continues an interrupted cross-validation where it stopped.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from tfbonemet import metrics as metrics_lib
+from tfbonemet import referral
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.data.pipeline import BatchConfig
@@ -34,7 +37,7 @@ from tfbonemet.tasks.train.validation import validate
 from tfbonemet.vocab import SPLITS
 
 FIGURES = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
-POOLED = ("auc", "pr_auc", "f1")
+COLUMNS = ("study", "patient", "fold", "label", "probability", "uncertainty", "threshold", "refer", "temperature")
 PREDICTIONS_CSV = "predictions.csv"
 
 
@@ -102,40 +105,58 @@ def test_fold(run_dir: Path, test: datasets.Split, fold: int) -> tuple[dict, lis
     run = Run.load(run_dir)
     ds = test.batches(run.preprocessor, BatchConfig(batch_size=run.config.batch_size), training=False,
                       task=run.config.task)
-    probabilities = np.asarray(run.model.predict(ds, verbose=0), np.float64)
+    start = time.time()
+    out = run.predictor.predict(ds, verbose=0)
+    seconds = time.time() - start
+    probabilities = np.asarray(out["probabilities"], np.float64)
     labels = test.task_labels(run.config.task)
     figures = metrics_lib.classification_metrics(labels, probabilities)
     threshold = run.threshold
     if threshold is not None:
         figures = {**metrics_lib.binary_metrics(labels, probabilities[:, 1], threshold), "auc": figures["auc"]}
+    refer = run.labels_of(probabilities) == len(run.classes)
+    temperature = run.temperature or 1.0
     rows = [{"study": str(key), "patient": str(patient), "fold": fold, "label": int(label),
              "probability": float(p[-1]) if probabilities.shape[1] == 2 else float(p[label]),
-             "threshold": 0.5 if threshold is None else float(threshold)}
-            for key, patient, label, p in zip(test.keys, test.patients, labels, probabilities)]
-    return {"fold_dir": run_dir.name, **figures}, rows
+             "uncertainty": float(u), "threshold": 0.5 if threshold is None else float(threshold),
+             "refer": int(r), "temperature": float(temperature)}
+            for key, patient, label, p, u, r in zip(test.keys, test.patients, labels, probabilities, out["uncertainty"],
+                                                     refer)]
+    return {"fold_dir": run_dir.name, **figures, "predict_seconds": round(seconds, 2)}, rows
 
 
 def pooled_figures(rows: list[dict], n_resamples: int = 1000) -> dict:
-    """ROC AUC, PR AUC and F1 (each study decided at its own fold's threshold) over all folds' test
-    studies, with patient-bootstrap 95 % intervals."""
+    """ROC AUC, PR AUC and F1 (each study decided at its own fold's threshold), ECE before and after each
+    fold's temperature and, when any study was referred, the share answered and sensitivity and
+    specificity among the answered and all studies, over all folds' test studies, with
+    patient-bootstrap 95 % intervals."""
     y = np.array([r["label"] for r in rows])
-    scores = np.array([[r["probability"], r["threshold"]] for r in rows])
+    scores = np.array([[r["probability"], r["threshold"], r.get("refer", 0), r.get("temperature", 1.0)]
+                       for r in rows], np.float64)
     patients = np.array([r["patient"] for r in rows])
+    with_referral = bool(scores[:, 2].any())
 
     def statistic(labels, s):
         decided = s[:, 0] >= s[:, 1]
         tp = float(np.sum(decided & (labels == 1)))
         f1 = 2 * tp / max(1.0, float(decided.sum() + (labels == 1).sum()))
         auc = roc_auc_score(labels, s[:, 0]) if len(np.unique(labels)) == 2 else float("nan")
-        return {"auc": float(auc), "pr_auc": metrics_lib.pr_auc(labels, s[:, 0]), "f1": f1}
+        probabilities = np.stack([1 - s[:, 0], s[:, 0]], axis=1)
+        scaled = metrics_lib.with_temperature(probabilities, s[:, 3:4])  # each study at its fold's temperature
+        out = {"auc": float(auc), "pr_auc": metrics_lib.pr_auc(labels, s[:, 0]), "f1": f1,
+               "ece": metrics_lib.calibration(labels, probabilities)["ece"],
+               "ece_scaled": metrics_lib.calibration(labels, scaled)["ece"]}
+        if with_referral:
+            out.update(referral.split_figures(labels, decided, s[:, 2] == 0))
+        return out
     values = statistic(y, scores)
     intervals = metrics_lib.bootstrap_ci(statistic, y, scores, patients, n_resamples=n_resamples)
-    return {f: {"value": float(values[f]), "ci95": list(intervals[f])} for f in POOLED}
+    return {f: {"value": float(values[f]), "ci95": list(intervals[f])} for f in values}
 
 
 def predictions_csv(rows: list[dict]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["study", "patient", "fold", "label", "probability", "threshold"])
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()

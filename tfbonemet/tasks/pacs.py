@@ -67,14 +67,9 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
                              f"the PACS round trip reports one result per study")
         overlay_sources = dicom_results.view_sources(paths) if explain else {}
     step = time.perf_counter()
-    probabilities = np.asarray(runner.predict([views]))[0]
-    label = runner.info.classes[int(runner.info.label(probabilities[np.newaxis])[0])]
+    result = study_result(runner, views, model_path)
     timings["predict_s"] = time.perf_counter() - step
-    name, version = model_identity(runner, model_path)
-    threshold = runner.info.threshold
-    result = dicom_results.ModelResult(tuple(runner.info.classes), tuple(float(p) for p in probabilities), label,
-                                       0.5 if threshold is None and len(probabilities) == 2 else threshold,
-                                       name, version)
+    name, label, probabilities = result.model_name, result.label, result.probabilities
     outputs = [dicom_results.structured_report(sources, result, deidentify=deidentify, secret=secret)]
     if explain:
         step = time.perf_counter()
@@ -86,12 +81,26 @@ def round_trip(url: str, study_instance_uid: str, model_path, explain: bool = Fa
     timings["total_s"] = time.perf_counter() - start
     summary = {"study": key, "label": label, **{f"p_{c}": round(float(p), 6) for c, p in
                                                   zip(runner.info.classes, probabilities)},
-               "threshold": result.threshold, "model": name, "images_read": len(sources), "stored": stored,
+               "uncertainty": round(result.uncertainty, 6), "threshold": result.threshold, "model": name,
+               "images_read": len(sources), "stored": stored,
                "stored_study": "pseudonymous" if deidentify else "source",
                **{k: round(v, 3) for k, v in timings.items()}}
     log(f"{key}: {label} ({', '.join(f'P({c})={p:.3f}' for c, p in zip(runner.info.classes, probabilities))}); "
         f"stored {stored} result instance{'s' if stored != 1 else ''} in the {summary['stored_study']} study")
     return summary
+
+
+def study_result(runner, views: dict[str, np.ndarray], model_path) -> dicom_results.ModelResult:
+    """What the report records for one study: the runner's probabilities and uncertainty, labelled as
+    `predict` labels them (threshold, referral band)."""
+    out = runner.outputs([views])
+    probabilities = np.asarray(out["probabilities"])[0]
+    label = runner.info.label_names[int(runner.info.label(probabilities[np.newaxis])[0])]
+    name, version = model_identity(runner, model_path)
+    threshold = runner.info.threshold
+    return dicom_results.ModelResult(tuple(runner.info.classes), tuple(float(p) for p in probabilities), label,
+                                     0.5 if threshold is None and len(probabilities) == 2 else threshold,
+                                     name, version, float(out["uncertainty"][0]), runner.info.band)
 
 
 def _overlays(runner, views: dict[str, np.ndarray], sources: dict, result, deidentify: bool, secret) -> list:

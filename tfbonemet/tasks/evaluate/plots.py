@@ -3,7 +3,8 @@
 ROC with a patient-bootstrap band, n and both operating points (0.5 and the run's stored
 threshold); PR with the prevalence baseline and the same points; a reliability diagram whose bins
 show how many studies they hold, above a histogram of the predictions; confusion matrices at
-both thresholds with readable class names. Each `*_figure` returns the matplotlib Figure (tests
+both thresholds with readable class names; a risk-coverage curve with patient-bootstrap bands
+and the stored referral band marked. Each `*_figure` returns the matplotlib Figure (tests
 read its labels and artists); `write_plots` saves them as PNG, atomically.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tfbonemet.io.atomic import write_bytes  # noqa: E402
 MARKERS = ("o", "D", "s", "^")
 FPR_LABEL, TPR_LABEL = "1 − specificity (false-positive rate)", "sensitivity (true-positive rate)"
 PLOT_FILES = ("roc.png", "pr.png", "confusion_matrix.png", "reliability.png")
+RISK_COVERAGE_FILE = "risk_coverage.png"  # binary evaluations
 
 
 def save_figure(fig, path, dpi: int = 110) -> Path:
@@ -120,9 +122,10 @@ def pr_figure(y, probabilities, classes, thresholds: dict[str, float] | None = N
     return fig
 
 
-def reliability_figure(calibration: dict, binary: bool):
+def reliability_figure(calibration: dict, binary: bool, scaled: dict | None = None):
     """Observed against predicted per bin, each bin's marker sized and labelled by its study count,
-    with a histogram of the predictions below: a bin of 2 studies no longer looks like one of 19."""
+    with a histogram of the predictions below: a bin of 2 studies no longer looks like one of 19.
+    `scaled` ({"temperature", "calibration"}) adds the curve after temperature scaling."""
     from sklearn.calibration import CalibrationDisplay
 
     edges = np.asarray(calibration["bin_edges"])
@@ -137,9 +140,17 @@ def reliability_figure(calibration: dict, binary: bool):
     for x, y_, n in zip(predicted, observed, counts[used]):
         ax.annotate(f"n={n}", (x, y_), textcoords="offset points", xytext=(-4, 9 if y_ < 0.5 else -14),
                     fontsize=7, ha="right")
+    title = f"Reliability (ECE {calibration['ece']:.3f}, Brier {calibration['brier']:.3f})"
+    if scaled is not None:
+        after = scaled["calibration"]
+        kept = np.asarray(after["bin_counts"]) > 0
+        ax.plot(np.asarray(after["bin_confidence"])[kept], np.asarray(after["bin_observed"])[kept], "s--", color="C1",
+                label=f"after temperature {scaled['temperature']:.2f} (fitted on {scaled['fitted_on']}): "
+                      f"ECE {after['ece']:.3f}")
+        title = f"Reliability (ECE {calibration['ece']:.3f} → {after['ece']:.3f} after temperature scaling)"
     what = "predicted probability of metastasis" if binary else "top-label confidence"
     ax.set(xlabel="", ylabel="observed fraction positive" if binary else "observed accuracy", xlim=(0, 1),
-           ylim=(-0.02, 1.02), title=f"Reliability (ECE {calibration['ece']:.3f}, Brier {calibration['brier']:.3f})")
+           ylim=(-0.02, 1.02), title=title)
     ax.legend(loc="upper left", fontsize=7)
     hist.bar((edges[:-1] + edges[1:]) / 2, counts, width=np.diff(edges), color="C0", alpha=0.6, edgecolor="black")
     hist.set(xlabel=what, ylabel="studies")
@@ -167,8 +178,35 @@ def confusion_figure(matrices: dict[str, np.ndarray], classes):
     return fig
 
 
+def risk_coverage_figure(referral: dict, split: str):
+    """Error, sensitivity and specificity among the answered studies against the share answered, most
+    decided first, each with its 95 % patient-bootstrap band; the error when ranked by the test-time
+    spread instead (dotted), and the stored referral band's coverage on this split."""
+    curve = referral["risk_coverage"]
+    coverage = np.asarray(curve["coverage"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for colour, name in zip(("C3", "C0", "C2"), ("error", "sensitivity", "specificity")):
+        low, high = np.asarray(curve[name]["ci95"], np.float64).T
+        ax.plot(coverage, curve[name]["value"], "-", color=colour, label=f"{name} among answered")
+        ax.fill_between(coverage, low, high, color=colour, alpha=0.15)
+    if referral.get("error_by_tta_spread") is not None:
+        ax.plot(coverage, referral["error_by_tta_spread"], ":", color="C3",
+                label="error, answered by lowest test-time spread")
+    if "band" in referral:
+        answered = referral["band"]["figures"]["coverage"]["value"]
+        low, high = referral["band"]["band"]
+        ax.axvline(answered, color="black", linestyle="--",
+                   label=f"stored referral band ({low:.3f}, {high:.3f}): answers {answered:.0%}")
+    ax.set(xlabel="share of studies answered (coverage)", ylabel="among answered studies", xlim=(0, 1.01),
+           ylim=(-0.02, 1.02), title=f"Risk-coverage on the {split} split (95% bands: patient resamples)")
+    ax.legend(loc="center left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def write_plots(out, results: dict, y, probabilities, groups=None, seed: int = 0) -> list[Path]:
-    """roc.png, pr.png, confusion_matrix.png and reliability.png of one evaluation, in `out`."""
+    """roc.png, pr.png, confusion_matrix.png, reliability.png and, for a binary evaluation with its
+    risk-coverage figures, risk_coverage.png, in `out`."""
     out = Path(out)
     classes = results["classes"]
     thresholds = operating_points(results)
@@ -181,5 +219,9 @@ def write_plots(out, results: dict, y, probabilities, groups=None, seed: int = 0
     figures = (roc_figure(y, probabilities, classes, groups, thresholds, resamples, seed),
                pr_figure(y, probabilities, classes, thresholds),
                confusion_figure(matrices, classes),
-               reliability_figure(results["calibration"], bool(thresholds)))
-    return [save_figure(fig, out / name) for fig, name in zip(figures, PLOT_FILES)]
+               reliability_figure(results["calibration"], bool(thresholds), results.get("temperature_scaling")))
+    names = PLOT_FILES
+    if "referral" in results:
+        figures += (risk_coverage_figure(results["referral"], results["split"]),)
+        names += (RISK_COVERAGE_FILE,)
+    return [save_figure(fig, out / name) for fig, name in zip(figures, names)]

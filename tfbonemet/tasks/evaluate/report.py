@@ -59,12 +59,16 @@ def markdown(results: dict, source: str) -> str:
         lines += [f"| {name} | {c['support']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['specificity']:.3f} "
                   f"| {c['f1']:.3f} | {c['auc']:.3f} | {c['pr_auc']:.3f} |" for name, c in r["per_class"].items()]
         lines += [""]
-    cal = r["calibration"]
+    cal, scaled = r["calibration"], r["temperature_scaling"]
     lines += ["## Calibration", "",
               f"Expected calibration error {cal['ece']:.3f} ({cal['bins']} equal-width bins), "
-              f"Brier score {cal['brier']:.3f}.", "",
+              f"Brier score {cal['brier']:.3f}. After temperature scaling (T = {scaled['temperature']:.2f}, fitted "
+              f"on the {scaled['fitted_on']} split; it changes no ranking or label): ECE "
+              f"{scaled['calibration']['ece']:.3f}, Brier {scaled['calibration']['brier']:.3f}. The model serves the "
+              "unscaled probability.", "",
               "![ROC](roc.png) ![Precision-recall](pr.png)", "",
               "![Confusion matrix](confusion_matrix.png) ![Reliability diagram](reliability.png)", ""]
+    lines += referral_markdown(r)
     rows = [p for p in PUBLISHED if p["task"] == r["task"]]
     lines += ["## Beside published figures (other datasets — not comparable)", "",
               "The rows below are numbers **reported by other studies on their own, different datasets**; "
@@ -77,6 +81,43 @@ def markdown(results: dict, source: str) -> str:
         f"{p[k]:.3f}" if k in p else "—" for k in FIGURE_KEYS) + " |" for p in rows]
     lines += ["", f"Not listed because their figures could not be checked here: {'; '.join(UNVERIFIED)}.", ""]
     return "\n".join(lines)
+
+
+REPORTED_COVERAGES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)
+
+
+def referral_markdown(r: dict) -> list[str]:
+    """Risk-coverage at a few shares answered, the figures at the stored referral band and the uncertainty."""
+    u = r["uncertainty"]
+    lines = ["## Uncertainty and referral", "",
+             f"Uncertainty (how far a class probability moves under small test-time shifts): median {u['median']:.3f}; "
+             f"{u['median_wrong']:.3f} on wrongly called studies, {u['median_right']:.3f} on rightly called ones.", ""]
+    if "referral" not in r:
+        return lines
+    ref, curve = r["referral"], r["referral"]["risk_coverage"]
+    lines += [f"Studies answered most-decided first ({ref['ranked_by']}, threshold {ref['threshold']:.3f}); "
+              "figures among the answered studies.", "",
+              "| share answered | error | sensitivity | specificity |", "|---|---|---|---|"]
+    for c in REPORTED_COVERAGES:
+        i = curve["coverage"].index(c)
+        lines.append(f"| {c:.0%} | " + " | ".join(fmt({"value": curve[k]["value"][i], "ci95": curve[k]["ci95"][i]})
+                                                   for k in ("error", "sensitivity", "specificity")) + " |")
+    aurc = ref["aurc"]
+    spread = f"{aurc['tta_spread']:.4f}" if aurc["tta_spread"] is not None else "not available"
+    lines += ["", f"Area under the risk-coverage curve (lower ranks errors better): {aurc['threshold_distance']:.4f} "
+                  f"ranked by distance from the threshold, {spread} ranked by the test-time spread.", ""]
+    if "band" in ref:
+        f = ref["band"]["figures"]
+        low, high = ref["band"]["band"]
+        lines += [f"At the stored referral band (P(metastasis) in ({low:.3f}, {high:.3f}), chosen on validation; "
+                  f"studies inside it are labelled refer): answers {fmt(f['coverage'])} of studies.", "",
+                  "| figure | answered studies | all studies |", "|---|---|---|"]
+        lines += [f"| {k} | {fmt(f[f'{k}_answered'])} | {fmt(f[f'{k}_all'])} |"
+                  for k in ("sensitivity", "specificity", "error")]
+        lines += [""]
+    else:
+        lines += ["The run has no referral band (fit with --refer-coverage or --refer-sensitivity to choose one).", ""]
+    return lines + ["![Risk-coverage](risk_coverage.png)", ""]
 
 
 def write_report(out: Path, results: dict, y, probabilities, source: str, groups=None) -> None:

@@ -23,6 +23,7 @@ from tfbonemet.io.atomic import check_writable, make_dir, write_text
 from tfbonemet.io.integrity import digest
 from tfbonemet.progress import counter, counting
 from tfbonemet.run import Run
+from tfbonemet.tasks.evaluate import coverage
 
 
 @dataclasses.dataclass
@@ -33,6 +34,7 @@ class SplitPredictions:
     patients: np.ndarray
     labels: np.ndarray  # task labels
     probabilities: np.ndarray
+    uncertainty: np.ndarray  # the test-time-shift spread per study (tfbonemet.models.tta)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,18 +48,20 @@ def predict_split(run: Run, split: str, log=print) -> SplitPredictions:
     log(f"Predicting {len(data)} {split} studies ...")
     ds = data.batches(run.preprocessor, BatchConfig(batch_size=run.config.batch_size), training=False,
                       task=run.config.task)
-    probabilities = np.asarray(run.model.predict(ds, verbose=0), np.float64)
-    return SplitPredictions(data.keys, data.patients, data.task_labels(run.config.task), probabilities)
+    out = run.predictor.predict(ds, verbose=0)
+    return SplitPredictions(data.keys, data.patients, data.task_labels(run.config.task),
+                            np.asarray(out["probabilities"], np.float64), np.asarray(out["uncertainty"], np.float64))
 
 
 def predictions_csv(run: Run, predictions: SplitPredictions) -> str:
-    """One row per study: key (as `predict` writes it), true and predicted label, class probabilities."""
+    """One row per study: key (as `predict` writes it), true and predicted label (or refer), class
+    probabilities and uncertainty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["study", "true_label", "label", *(f"p_{c}" for c in run.classes)])
-    for key, y, decided, p in zip(predictions.keys, predictions.labels, run.labels_of(predictions.probabilities),
-                                  predictions.probabilities):
-        writer.writerow([key, run.classes[y], run.classes[decided], *(f"{v:.6f}" for v in p)])
+    writer.writerow(["study", "true_label", "label", *(f"p_{c}" for c in run.classes), "uncertainty"])
+    for key, y, decided, p, u in zip(predictions.keys, predictions.labels, run.labels_of(predictions.probabilities),
+                                     predictions.probabilities, predictions.uncertainty):
+        writer.writerow([key, run.classes[y], run.label_names[decided], *(f"{v:.6f}" for v in p), f"{u:.6f}"])
     return buffer.getvalue()
 
 
@@ -94,7 +98,10 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
                "n_studies": int(len(y)), "n_patients": int(len(np.unique(groups))),
                "class_counts": np.bincount(y, minlength=len(run.classes)).tolist(),
                "bootstrap": {"resamples": n_bootstrap, "unit": "patient", "level": 0.95},
-               "calibration": metrics_lib.calibration(y, probabilities)}
+               "calibration": metrics_lib.calibration(y, probabilities),
+               "temperature_scaling": temperature_scaling(run, split, predictions, log),
+               "uncertainty": coverage.uncertainty_summary(predictions.uncertainty,
+                                                           run.labels_of(probabilities) != y)}
     if probabilities.shape[1] == 2:
         p = probabilities[:, 1]
         stored = run.metrics.get("operating_point", {})
@@ -117,6 +124,10 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
                                 "confusion_matrix": np.bincount(2 * y + y_pred, minlength=4).reshape(2, 2).tolist()}
         points["operating_point"].update(method=method, chosen_on=chosen_on)
         results["thresholds"] = points
+        with counter(f"Bootstrapping {n_bootstrap} patient resamples of risk-coverage", n_bootstrap, log,
+                     unit="resample") as advance:
+            results["referral"] = coverage.coverage_results(y, p, predictions.uncertainty, groups, threshold,
+                                                            run.band, n_bootstrap, seed, advance)
         summary = {k: v["value"] for k, v in points["default"]["figures"].items()}
     else:
         figures = metrics_lib.per_class_metrics(y, probabilities, run.classes)
@@ -131,8 +142,21 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
         summary = {"accuracy": results["averages"]["accuracy"]["value"],
                    **{k: figures["macro"][k] for k in ("precision", "recall", "specificity", "f1", "auc",
                                                         "pr_auc")}}
-    results["summary"] = {**summary, "ece": results["calibration"]["ece"], "brier": results["calibration"]["brier"]}
+    results["summary"] = {**summary, "ece": results["calibration"]["ece"], "brier": results["calibration"]["brier"],
+                          "ece_scaled": results["temperature_scaling"]["calibration"]["ece"]}
     return results, run, predictions
+
+
+def temperature_scaling(run: Run, split: str, predictions: SplitPredictions, log) -> dict:
+    """Calibration after dividing the logits by the run's temperature, fitted on validation when the run
+    finished (on validation now for a run that stored none)."""
+    temperature = run.temperature
+    if temperature is None:
+        val = predict_split(run, "validation", log=log) if split != "validation" else predictions
+        temperature = metrics_lib.fit_temperature(val.labels, val.probabilities)
+    scaled = metrics_lib.with_temperature(predictions.probabilities, temperature)
+    return {"temperature": float(temperature), "fitted_on": "validation",
+            "calibration": metrics_lib.calibration(predictions.labels, scaled)}
 
 
 def run_evaluation(path, split: str = "test", output_dir=None, log=print, **options) -> Path:
@@ -154,5 +178,13 @@ def run_evaluation(path, split: str = "test", output_dir=None, log=print, **opti
         f = point["figures"]
         log(f"At the operating threshold {point['threshold']:.3f} ({point['method']}): "
             f"F1 {f['f1']['value']:.3f}, recall {f['recall']['value']:.3f}, specificity {f['specificity']['value']:.3f}")
+    if "band" in results.get("referral", {}):
+        f = results["referral"]["band"]["figures"]
+        log(f"At the referral band: answers {f['coverage']['value']:.0%}; sensitivity "
+            f"{f['sensitivity_answered']['value']:.3f} among answered vs {f['sensitivity_all']['value']:.3f} among "
+            f"all, specificity {f['specificity_answered']['value']:.3f} vs {f['specificity_all']['value']:.3f}")
+    t = results["temperature_scaling"]
+    log(f"ECE {results['calibration']['ece']:.3f}, after temperature {t['temperature']:.2f} (fitted on validation) "
+        f"{t['calibration']['ece']:.3f}")
     log(f"Report: {out / 'report.md'}")
     return out

@@ -136,7 +136,7 @@ def explain_studies(run, studies: list[dict[str, np.ndarray]], names: list[str],
             shown = {view: study[view] for view in preprocessor.source_views}
             per_view = preprocessor.invert_maps({input_name: m[i] for input_name, m in maps.items()}, shown)
             out.append(Explanation(name, shown, per_view, float(probabilities[i, class_index]), class_name,
-                                   run.classes[int(called[i])], run.threshold))
+                                   run.label_names[int(called[i])], run.threshold))
         if advance is not None:
             advance(len(chunk))
     return out

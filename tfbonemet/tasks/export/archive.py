@@ -3,8 +3,10 @@
   serving_default  raw counts, float32 (B, H, W, 1), any H and W, inputs `anterior`+`posterior` or `image`
   serving_bytes    PNG/JPEG bytes, tf.string (B,), same input names (REST: {"b64": ...})
   preprocessed     normalised float32 (B, image_height, image_width, 1); the TFLite conversion source
-All return `probabilities` (B, classes) float32 and `label` (B,) int64: for binary models
-P(metastasis) >= the run's stored operating threshold, else the most probable class.
+All return `probabilities` (B, classes) float32, `uncertainty` (B,) float32 (how far any class
+probability moves under small test-time shifts: tfbonemet.models.tta) and `label` (B,) int64: for
+binary models P(metastasis) >= the run's stored operating threshold, and 2 (`refer`) inside the
+run's referral band if it has one; else the most probable class.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ SIGNATURES = ("serving_default", "serving_bytes", "preprocessed")
 
 
 def build_archive(model, info: ModelInfo):
-    """The Keras model wrapped in the three signatures, as a `keras.export.ExportArchive`."""
+    """The Keras model wrapped in the three signatures, as a `keras.export.ExportArchive`.
+
+    `model` is a run's `predictor`: it returns {"probabilities", "uncertainty"}.
+    """
     import keras
     import tensorflow as tf
 
@@ -24,12 +29,17 @@ def build_archive(model, info: ModelInfo):
     height, width = preprocessor.image_size
 
     def outputs(x):
-        probabilities = tf.cast(model(model_inputs(model, x), training=False), tf.float32)
+        out = model(model_inputs(model, x), training=False)
+        probabilities = tf.cast(out["probabilities"], tf.float32)
         if info.threshold is not None and probabilities.shape[-1] == 2:
             label = tf.cast(probabilities[:, 1] >= info.threshold, tf.int64)
+            if info.band is not None:
+                inside = (probabilities[:, 1] > info.band[0]) & (probabilities[:, 1] < info.band[1])
+                label = tf.where(inside, tf.constant(2, tf.int64), label)
         else:
             label = tf.argmax(probabilities, axis=-1)
-        return {"probabilities": probabilities, "label": label}
+        return {"probabilities": probabilities, "uncertainty": tf.cast(out["uncertainty"], tf.float32),
+                "label": label}
 
     def from_counts(features):
         return preprocessor({view_of[n]: features[n] for n in names})

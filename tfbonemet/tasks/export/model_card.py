@@ -141,13 +141,20 @@ def model_card_metadata(run, info, release: Release = Release(), previous: dict 
                 "probabilities": {"type": "probabilities", "format": "classes", "num_channels": len(info.classes),
                                   "spatial_shape": [], "dtype": "float32", "value_range": [0, 1],
                                   "channel_def": classes},
-                "label": {"type": "class_index", "dtype": "int64", "channel_def": classes}},
+                "uncertainty": {"type": "spread", "dtype": "float32", "value_range": [0, 1],
+                                "definition": "largest change of any class probability when the scan is shifted by "
+                                              f"{run.config.uncertainty_shift:g} of its height or width "
+                                              "(tfbonemet.models.tta)"},
+                "label": {"type": "class_index", "dtype": "int64",
+                          "channel_def": {str(i): c for i, c in enumerate(info.label_names)}}},
             "tflite_inputs": {n: {"dtype": "float32 (int8 in tflite/int8.tflite)", "value_range": [0, 1],
                                   "spatial_shape": list(p.image_size), "num_channels": 1}
                               for n in names},
         },
         **info.to_json(),
         "operating_point": run.metrics.get("operating_point", {"threshold": info.threshold}),
+        "referral": run.metrics.get("referral"),
+        "calibration": run.metrics.get("calibration"),
         "training_data": {"source": DATA_SOURCES[source][0], "labels": DATA_SOURCES[source][1],
                           **training_summary(run)},
         "training": {k: v for k, v in dataclasses.asdict(run.config).items() if k not in SHIPPED_NOT},
@@ -209,6 +216,8 @@ def run_metrics(run_dir: Path | None, model_sha256: str | None = None) -> dict:
             out["test"] = {"split": "test", "n": m.get("n_studies"), "patients": m.get("n_patients"),
                            "threshold": point["threshold"] if point else None,
                            "ci": "95% percentile bootstrap over patients", "figures": figures}
+            if "band" in m.get("referral", {}):
+                out["test"]["referral_band"] = m["referral"]["band"]["figures"]
     if "test" not in out:
         out["statement"] = NO_TEST
     path = Path(run_dir) / "metrics.json"
@@ -242,6 +251,34 @@ def _metrics_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _referral_lines(card: dict) -> list[str]:
+    """The referral band with its validation (and test, if evaluated) figures, and the fitted temperature."""
+    chosen, lines = card.get("referral"), []
+    if not chosen or not chosen.get("band"):
+        lines.append("No referral band: every study is answered (fit with --refer-coverage or --refer-sensitivity to "
+                     "choose one on validation).")
+    else:
+        low, high = chosen["band"]
+        f = chosen["figures"]
+        lines.append(f"Studies with {low:.3f} < P(metastasis) < {high:.3f} are labelled refer (band chosen on "
+                     f"{chosen['chosen_on']} for {chosen['rule']} {chosen['target']:g}). On validation it answers "
+                     f"{f['coverage']:.0%} of studies: sensitivity {f['sensitivity_answered']:.3f} among answered vs "
+                     f"{f['sensitivity_all']:.3f} among all, specificity {f['specificity_answered']:.3f} vs "
+                     f"{f['specificity_all']:.3f}.")
+        test = card.get("metrics", {}).get("test", {}).get("referral_band")
+        if test:
+            lines.append(f"On the test split: answers {figure_text(test['coverage'])}; sensitivity "
+                         f"{figure_text(test['sensitivity_answered'])} among answered vs "
+                         f"{figure_text(test['sensitivity_all'])} among all; specificity "
+                         f"{figure_text(test['specificity_answered'])} vs {figure_text(test['specificity_all'])}.")
+    cal = card.get("calibration")
+    if cal:
+        lines.append(f"Calibration on validation: ECE {cal['ece']:.3f}; {cal['ece_scaled']:.3f} after temperature "
+                     f"scaling (T = {cal['temperature']:.2f}), which the model does not apply: it serves the "
+                     "unscaled probability its threshold was chosen on.")
+    return lines
+
+
 def render_model_card(card: dict) -> str:
     """MODEL_CARD.md from the metadata."""
     lines = [f"# Model card: {card['name']} {card['version']}", "", card["description"] + ".", "",
@@ -264,7 +301,11 @@ def render_model_card(card: dict) -> str:
               "- `label`: int64 class index" + (f": metastasis when P(metastasis) >= {card['threshold']:.3f}, the "
                                                  f"operating threshold chosen on validation "
                                                  f"({card['operating_point'].get('rule', 'default')})"
-                                                 if card.get("threshold") is not None else " of the most probable class"),
+                                                 if card.get("threshold") is not None else " of the most probable class")
+              + (f"; 2 (refer) when {card['referral_band'][0]:.3f} < P(metastasis) < {card['referral_band'][1]:.3f}"
+                 if card.get("referral_band") else ""),
+              f"- `uncertainty`: float32, the {card['network_data_format']['outputs']['uncertainty']['definition']}",
+              "", "## Referral and calibration", ""] + _referral_lines(card) + [
               "", "## Precision", "",
               f"Training: {card['precision']['training']}. Serving: {card['precision']['serving']}. "
               f"{card['precision']['note']}. The float16 and int8 TFLite "

@@ -24,8 +24,13 @@ TOLERANCES = {
 MIN_STUDIES = 20  # fewer validation studies than this: probabilities are compared, but the check is weak
 
 
-def parity(name: str, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict:
-    """Max |Δp| and ΔAUC of an artefact against the Keras model, and whether both are within tolerance."""
+def parity(name: str, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
+           uncertainty: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Max |Δp| and ΔAUC of an artefact against the Keras model, and whether both are within tolerance.
+
+    With `uncertainty` (Keras's, the artefact's), its max difference is checked too, against twice the
+    probability tolerance: the uncertainty is a difference of two probabilities.
+    """
     max_abs = float(np.max(np.abs(reference - candidate)))
     auc_ref = metrics_lib.classification_metrics(labels, reference)["auc"]
     auc = metrics_lib.classification_metrics(labels, candidate)["auc"]
@@ -37,7 +42,11 @@ def parity(name: str, reference: np.ndarray, candidate: np.ndarray, labels: np.n
     # a bound this loose (or no AUC at all) cannot fail: say the AUC was not checked instead of passing it
     auc_checked = bool(np.isfinite(auc_ref) and tol_auc < 0.1)
     passed = bool(max_abs <= tol_p and (not auc_checked or abs(delta) <= tol_auc))
-    return {"max_abs_diff": max_abs, "auc_keras": float(auc_ref), "auc": float(auc), "auc_diff": delta,
+    spread = {}
+    if uncertainty is not None:
+        spread = {"uncertainty_max_abs_diff": float(np.max(np.abs(uncertainty[0] - uncertainty[1])))}
+        passed = passed and spread["uncertainty_max_abs_diff"] <= 2 * tol_p
+    return {"max_abs_diff": max_abs, **spread, "auc_keras": float(auc_ref), "auc": float(auc), "auc_diff": delta,
             "tolerance": {"max_abs_diff": tol_p, "auc_diff": tol_auc}, "n": int(len(labels)),
             "auc_checked": auc_checked, "passed": passed, "verdict": verdict(passed, auc_checked, len(labels))}
 
@@ -55,8 +64,10 @@ def verdict(passed: bool, auc_checked: bool, n: int) -> str:
 
 
 def parity_table(results: dict) -> str:
-    lines = [f"{'artefact':<14}{'max|Δp|':>10}{'ΔAUC':>9}{'tolerance':>18}  result"]
+    lines = [f"{'artefact':<14}{'max|Δp|':>10}{'max|Δu|':>10}{'ΔAUC':>9}{'tolerance':>18}  result"]
     for name, r in results.items():
         tol = f"{r['tolerance']['max_abs_diff']:g} / {r['tolerance']['auc_diff']:.3g}"
-        lines.append(f"{name:<14}{r['max_abs_diff']:>10.2e}{r['auc_diff']:>+9.4f}{tol:>18}  {r['verdict']}")
+        spread = r.get("uncertainty_max_abs_diff", float("nan"))
+        lines.append(f"{name:<14}{r['max_abs_diff']:>10.2e}{spread:>10.2e}{r['auc_diff']:>+9.4f}{tol:>18}  "
+                     f"{r['verdict']}")
     return "\n".join(lines)

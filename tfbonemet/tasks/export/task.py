@@ -100,23 +100,25 @@ def _build(run, info: ModelInfo, staging: Path, fmt: str, calibration_samples: i
     reference = predict_split(run, "validation", log=lambda *_: None)
     labels = reference.labels
     studies = [study for _, study in datasets.open_split(run.config, "validation").raw_studies(p.source_views)]
-    build_archive(run.model, info).write_out(str(staging), verbose=False)
+    build_archive(run.predictor, info).write_out(str(staging), verbose=False)
     write_json(staging / METADATA_JSON, card)  # the SavedModel runner reads its preprocessing from it
     results = {}
     for name in stages(artefacts, "Exporting and checking against Keras", log):
         if name == "savedmodel":
-            candidate = SavedModelRunner(staging).predict(studies)
+            candidate = SavedModelRunner(staging).outputs(studies)
         else:
             x = {n: np.stack([p.numpy(study)[n] for study in studies]) for n in p.input_names}
             path = staging / "tflite" / f"{name}.tflite"
             path.parent.mkdir(exist_ok=True)
             calibration = tflite.representative_dataset(run, calibration_samples, run.config.seed)
-            description = {k: card[k] for k in ("name", "version", "task", "classes", "threshold", "preprocessing")}
+            description = {k: card[k] for k in ("name", "version", "task", "classes", "threshold", "referral_band",
+                                                "labels", "preprocessing")}
             description["inputs"] = card["network_data_format"]["tflite_inputs"]
             flatbuffer = tflite.convert_tflite(staging, name, calibration, source=run.path or run.model_path)
             path.write_bytes(tflite.with_metadata(flatbuffer, description))
-            candidate = TFLiteRunner(path, info).predict_preprocessed(x)
-        results[name] = parity(name, reference.probabilities, candidate, labels)
+            candidate = TFLiteRunner(path, info).outputs_preprocessed(x)
+        results[name] = parity(name, reference.probabilities, candidate["probabilities"], labels,
+                               (reference.uncertainty, candidate["uncertainty"]))
     log(f"Parity against Keras on {len(labels)} validation studies:\n{parity_table(results)}")
     failed = [name for name, r in results.items() if not r["passed"]]
     if failed:

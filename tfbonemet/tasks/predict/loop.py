@@ -21,7 +21,8 @@ from tfbonemet.vocab import PREDICTION_FORMATS
 def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, salt: str | None = None,
                      skip_bad: bool = False, on_skip: Callable[[str], None] | None = None,
                      on_batch: Callable[[int], None] | None = None, explain_dir=None) -> Iterator[dict]:
-    """One row per study (key, label, class probabilities); reads and predicts `batch_size` studies at a time.
+    """One row per study (key, label or refer, class probabilities, uncertainty); reads and predicts
+    `batch_size` studies at a time.
 
     With `explain_dir`, each study also gets a Grad-CAM overlay `<key>-gradcam.png` there.
     """
@@ -29,7 +30,7 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
         if runner.kind != "keras":
             raise ModelError(f"--explain needs the Keras model (run directory or .keras), not a {runner.kind} model")
         make_dir(explain_dir)
-    classes = runner.info.classes
+    classes, names = runner.info.classes, runner.info.label_names
     for start in range(0, len(studies), batch_size):
         batch, keys = [], []
         for study in studies[start:start + batch_size]:
@@ -45,10 +46,11 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
         if batch:
             if explain_dir is not None:
                 explain_batch(runner, keys, batch, Path(explain_dir))
-            probabilities = runner.predict(batch)
-            for key, p, decided in zip(keys, probabilities, runner.info.label(probabilities)):
-                yield {"study": key, "label": classes[int(decided)],
-                       **{f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)}}
+            out = runner.outputs(batch)
+            probabilities = out["probabilities"]
+            for key, p, u, decided in zip(keys, probabilities, out["uncertainty"], runner.info.label(probabilities)):
+                yield {"study": key, "label": names[int(decided)],
+                       **{f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)}, "uncertainty": round(float(u), 6)}
         if on_batch:
             on_batch(min(batch_size, len(studies) - start))
 
@@ -70,7 +72,7 @@ def write_rows(rows: Iterable[dict], out, fmt: str, classes: tuple[str, ...]) ->
     rows = itertools.chain([first] if first is not None else [], rows)
     n = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=["study", "label", *(f"p_{c}" for c in classes)])
+        writer = csv.DictWriter(out, fieldnames=["study", "label", *(f"p_{c}" for c in classes), "uncertainty"])
         writer.writeheader()
         for n, row in enumerate(rows, start=1):
             writer.writerow(row)

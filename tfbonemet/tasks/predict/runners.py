@@ -15,6 +15,7 @@ import numpy as np
 
 from tfbonemet.errors import ModelError
 from tfbonemet.io.integrity import METADATA_JSON, verify
+from tfbonemet.models.tta import OUTPUTS
 from tfbonemet.run import ModelInfo, check_keras_file, model_inputs
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8 of every .tflite file
@@ -32,11 +33,18 @@ class KerasRunner:
         self.run.model  # noqa: B018  (load now: a bad file fails before any study is read)
         self.info = self.run.info
 
+    def outputs_preprocessed(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.run.predictor.predict_on_batch(model_inputs(self.run.predictor, x))
+        return {name: np.asarray(out[name], np.float32) for name in OUTPUTS}
+
+    def outputs(self, studies) -> dict[str, np.ndarray]:
+        return self.outputs_preprocessed(self.info.preprocessor.batch(studies))
+
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.run.model.predict_on_batch(model_inputs(self.run.model, x)), np.float32)
+        return self.outputs_preprocessed(x)["probabilities"]
 
     def predict(self, studies):
-        return self.predict_preprocessed(self.info.preprocessor.batch(studies))
+        return self.outputs(studies)["probabilities"]
 
 
 class SavedModelRunner:
@@ -54,7 +62,11 @@ class SavedModelRunner:
             raise ModelError(f"cannot load SavedModel {path}: {_first_line(exc)}") from None
 
     def predict(self, studies):
-        """Calls the signature once per run of equally sized studies (a batch needs one shape)."""
+        return self.outputs(studies)["probabilities"]
+
+    def outputs(self, studies) -> dict[str, np.ndarray]:
+        """Calls the signature once per run of equally sized studies (a batch needs one shape); an export
+        from before the uncertainty output gives NaN there."""
         names = self.info.preprocessor.input_names
         out, start = [], 0
         while start < len(studies):
@@ -64,9 +76,13 @@ class SavedModelRunner:
                 stop += 1
             feed = {name: np.stack([s[v] for s in studies[start:stop]])[..., np.newaxis].astype(np.float32)
                     for name, v in zip(names, self.info.data_views)}
-            out.append(self.signature(**feed)["probabilities"].numpy())
+            served = self.signature(**feed)
+            probabilities = served["probabilities"].numpy()
+            out.append({"probabilities": probabilities,
+                        "uncertainty": served["uncertainty"].numpy() if "uncertainty" in served else
+                        np.full(len(probabilities), np.nan, np.float32)})
             start = stop
-        return np.concatenate(out)
+        return {name: np.concatenate([o[name] for o in out]) for name in OUTPUTS}
 
 
 class TFLiteRunner:
@@ -79,7 +95,7 @@ class TFLiteRunner:
         self.info = info or _read_info(_tflite_metadata(path))
         self._load(delegates=True)
         self.inputs = self.runner.get_input_details()
-        self.output = self.runner.get_output_details()["probabilities"]
+        self.output = self.runner.get_output_details()
 
     def _load(self, delegates: bool) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -94,6 +110,13 @@ class TFLiteRunner:
         self.delegates = delegates
 
     def predict_preprocessed(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        return self.outputs_preprocessed(x)["probabilities"]
+
+    def outputs(self, studies) -> dict[str, np.ndarray]:
+        return self.outputs_preprocessed(self.info.preprocessor.batch(studies))
+
+    def outputs_preprocessed(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Probabilities and uncertainty (NaN from a file exported before the uncertainty output)."""
         feed = {name: _quantise(x[name], d) for name, d in self.inputs.items()}
         try:
             out = self.runner(**feed)
@@ -104,10 +127,13 @@ class TFLiteRunner:
                 raise
             self._load(delegates=False)
             out = self.runner(**feed)
-        return _dequantise(out["probabilities"], self.output)
+        probabilities = _dequantise(out["probabilities"], self.output["probabilities"])
+        return {"probabilities": probabilities,
+                "uncertainty": _dequantise(out["uncertainty"], self.output["uncertainty"]) if "uncertainty" in out
+                else np.full(len(probabilities), np.nan, np.float32)}
 
     def predict(self, studies):
-        return self.predict_preprocessed(self.info.preprocessor.batch(studies))
+        return self.outputs(studies)["probabilities"]
 
 
 def _quantise(x: np.ndarray, detail: dict) -> np.ndarray:
