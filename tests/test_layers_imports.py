@@ -28,13 +28,6 @@ LAYERS = (
     ("commands", ("tfbonemet.commands", "tfbonemet.cli", "=tfbonemet")),  # `=`: the package itself only
 )
 
-# Imports that break the rule today, each with what would remove it. When one is gone, delete its line.
-KNOWN_EXCEPTIONS = {
-    # upward: the fit checks the run loads with belong in config.py (fields) and run.py (cross-layer checks)
-    ("tfbonemet.run", "tfbonemet.tasks.train.validation"),
-}
-
-
 def _modules() -> dict[str, Path]:
     found = {}
     for package in PACKAGES:
@@ -107,7 +100,7 @@ def layer_of(module: str) -> int:
 
 
 def _edges() -> set[tuple[str, str]]:
-    return {(a, b) for a, targets in GRAPH.items() for b in targets} - KNOWN_EXCEPTIONS
+    return {(a, b) for a, targets in GRAPH.items() for b in targets}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -172,11 +165,6 @@ def test_no_import_cycle_between_subpackages():
         if _subpackage(a) != _subpackage(b):
             graph.setdefault(_subpackage(a), set()).add(_subpackage(b))
     assert not _cycles(graph), _cycles(graph)
-
-
-def test_known_exceptions_still_exist():
-    gone = sorted(f"{a} -> {b}" for a, b in KNOWN_EXCEPTIONS if b not in GRAPH.get(a, ()))
-    assert not gone, f"no longer imported, delete from KNOWN_EXCEPTIONS: {gone}"
 
 
 def test_the_checker_sees_lazy_and_dynamic_imports():

@@ -9,7 +9,7 @@ import pytest
 from tfbonemet import metrics, referral
 from tfbonemet.config import resolve
 from tfbonemet.errors import ConfigError
-from tfbonemet.tasks.train.validation import validate
+from tfbonemet.run import validate
 
 
 def scores(n=400, seed=0):

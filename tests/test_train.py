@@ -13,10 +13,9 @@ from tfbonemet import config as config_lib
 from tfbonemet import execution
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS
-from tfbonemet.run import read_config
+from tfbonemet.run import read_config, validate
 from tfbonemet.tasks.train import recipe
 from tfbonemet.tasks.train import trainer as train
-from tfbonemet.tasks.train.validation import validate
 
 TINY = dict(num_studies=40, image_height=128, image_width=32, epochs=2, batch_size=8,
             model_options={"filters": [8, 16, 16]})

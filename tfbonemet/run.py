@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfbonemet.config import FitConfig, resolve
+from tfbonemet.config import FitConfig, check, resolve
 from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.referral import referred
@@ -42,10 +42,21 @@ def read_config(run_dir) -> FitConfig:
         raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_JSON})") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path} cannot be read: {exc}") from None
-    from tfbonemet.tasks.train.validation import validate  # the same checks fit applies
-
-    validate(config, where=str(path))
+    validate(config, where=str(path))  # the same checks fit applies
     return config
+
+
+def validate(config: FitConfig, where: str = "configuration") -> None:
+    """A FitConfig checked before any work is done: its fields (config.check), then the model's options,
+    the data source and the augmentation, which the layers below define."""
+    from tfbonemet.data import datasets
+    from tfbonemet.models.registry import check_options
+    from tfbonemet.preprocessing.augment import make_augment
+
+    check(config, where)
+    check_options(config.model, config.model_options)
+    datasets.check_source(config.data)
+    make_augment(config.augmentation, config.normalisation)
 
 
 def check_keras_file(path: Path) -> None:

@@ -30,10 +30,9 @@ from tfbonemet.data.pipeline import BatchConfig
 from tfbonemet.data.splits import TRAIN_VALIDATION, assign_folds, assign_splits
 from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import make_dir, write_json, write_text
-from tfbonemet.run import Run
+from tfbonemet.run import Run, validate
 from tfbonemet.tasks.train import trainer
 from tfbonemet.tasks.train.run_dir import sweep_runs
-from tfbonemet.tasks.train.validation import validate
 from tfbonemet.vocab import SPLITS
 
 FIGURES = ("accuracy", "precision", "recall", "specificity", "f1", "auc")

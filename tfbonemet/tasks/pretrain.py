@@ -17,10 +17,9 @@ from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
-from tfbonemet.run import preprocessor_for
+from tfbonemet.run import preprocessor_for, validate
 from tfbonemet.tasks.train.recipe import Recipe
 from tfbonemet.tasks.train.trainer import start_run
-from tfbonemet.tasks.train.validation import validate
 
 BACKBONE_FILE = "backbone.keras"
 

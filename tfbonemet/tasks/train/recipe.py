@@ -11,11 +11,10 @@ from typing import Callable
 
 import keras
 
-from tfbonemet.config import FitConfig
+from tfbonemet.config import MIN_IMAGE_SIDE, FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.models import build_model, input_convention
 from tfbonemet.preprocessing import cropped_shape
-from tfbonemet.tasks.train.validation import MIN_IMAGE_SIDE
 from tfbonemet.vocab import DISPLAY_FULL_SCALE, TASKS, VIEW_SETS
 
 MAX_INPUT_PIXELS = 512 * 128  # per view: larger studies are read downsampled (fits 2 CPU cores)

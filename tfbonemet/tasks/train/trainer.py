@@ -29,7 +29,7 @@ from tfbonemet.models import finetune
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.preprocessing.augment import make_augment
 from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, preprocessor_for,
-                           read_config, serving_model)
+                           read_config, serving_model, validate)
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (BestCheckpoint, EpochBackup, RandomStateBackup, ResumableEarlyStopping,
                                              RestoreOnly, ValidationAUC, averaged_weights, diverged_error)
@@ -38,7 +38,6 @@ from tfbonemet.tasks.train.recipe import (Recipe, compile_model, fit_recipe, inp
 from tfbonemet.tasks.train.run_dir import (FINISHED, RUN_LOCK, backed_up_epoch, make_run_dir, read_history, sweep_runs,
                                            tidy, unfinished_run)
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
-from tfbonemet.tasks.train.validation import validate
 
 def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
         val_split: datasets.Split | None = None) -> Path:
