@@ -154,3 +154,40 @@ def test_confusion_matrices_at_both_thresholds_with_readable_names(binary_result
     assert (left.get_title(), right.get_title()) == ("threshold 0.5", "stored threshold 0.410")
     assert [t.get_text() for t in left.get_yticklabels()] == ["no metastasis", "metastasis"]
     assert left.get_xlabel() == "predicted label" and "20\n(80%)" in [t.get_text() for t in left.texts]
+
+
+def test_risk_coverage_and_temperature_scaling(evaluated, tiny_run_dir):
+    out, results, output = evaluated
+    ref = results["referral"]
+    curve = ref["risk_coverage"]
+    assert curve["coverage"][-1] == 1.0 and len(curve["error"]["value"]) == len(curve["coverage"])
+    accuracy = results["thresholds"]["operating_point"]["figures"]["accuracy"]["value"]
+    assert curve["error"]["value"][-1] == pytest.approx(1 - accuracy)  # all answered: the operating point's error
+    assert "band" not in ref and (out / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
+    stored = json.loads((tiny_run_dir / "metrics.json").read_text())["calibration"]
+    scaled = results["temperature_scaling"]
+    assert scaled["temperature"] == pytest.approx(stored["temperature"]) and scaled["fitted_on"] == "validation"
+    assert results["summary"]["ece_scaled"] == scaled["calibration"]["ece"]
+    assert 0 <= results["uncertainty"]["median"] <= 1
+    report = (out / "report.md").read_text()
+    assert "After temperature scaling" in report and "no referral band" in report and "risk_coverage.png" in report
+    assert "after temperature" in output
+
+
+def test_risk_coverage_figure_marks_the_band_and_both_rankings(binary_results):
+    import numpy as np
+
+    from tfbonemet import referral
+    from tfbonemet.tasks.evaluate import coverage, plots
+
+    y, probabilities, _ = binary_results
+    p = probabilities[:, 1]
+    spread = np.abs(p - 0.41)[::-1]  # any score: the figure draws what it is given
+    results = coverage.coverage_results(y, p, spread, np.arange(len(y)), 0.41, referral.band(0.41, 0.5), 20)
+    assert results["band"]["figures"]["coverage"]["value"] == pytest.approx(np.mean(~referral.referred(
+        p, referral.band(0.41, 0.5))))
+    ax = plots.risk_coverage_figure(results, "test").axes[0]
+    legend = _legend(ax)
+    assert {"error among answered", "sensitivity among answered", "specificity among answered"} <= set(legend)
+    assert any(t.startswith("stored referral band") for t in legend)
+    assert "error, answered by lowest test-time spread" in legend and len(ax.collections) == 3

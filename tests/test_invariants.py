@@ -8,6 +8,7 @@ a class-activation map comes back to the source view where its evidence was.
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -114,6 +115,10 @@ def test_evaluate_predict_savedmodel_tflite_and_sr_agree_per_study(trained, tmp_
     out = run_evaluation(trained, "validation", output_dir=tmp_path / "eval", n_bootstrap=20, log=lambda *_: None)
     with (out / "predictions.csv").open() as fh:
         evaluated = {row["study"]: row for row in csv.DictReader(fh)}
+    at_band = json.loads((out / "metrics.json").read_text())["referral"]["band"]
+    referred = [row["label"] == "refer" for row in evaluated.values()]
+    assert at_band["band"] == pytest.approx(list(run.band))
+    assert at_band["figures"]["coverage"]["value"] == pytest.approx(1 - np.mean(referred))
     version = export(trained, tmp_path / "served", log=lambda *_: None)
     studies = discover([trained.parents[1] / "dicom"])
     labels, by_run = set(), None
@@ -144,8 +149,6 @@ def test_evaluate_predict_savedmodel_tflite_and_sr_agree_per_study(trained, tmp_
 
 
 def test_predict_and_savedmodel_label_with_the_stored_threshold_and_band(trained, tmp_path):
-    import json
-
     from tfbonemet.tasks.export import export
     from tfbonemet.tasks.predict import discover, iter_predictions, load_runner
 
@@ -155,6 +158,7 @@ def test_predict_and_savedmodel_label_with_the_stored_threshold_and_band(trained
     studies = discover([trained.parents[1] / "dicom"])
     low, high = json.loads((trained / "metrics.json").read_text())["referral"]["band"]
     assert json.loads((version / "metadata.json").read_text())["referral_band"] == pytest.approx([low, high])
+    assert f"{low:.3f} < P(metastasis) < {high:.3f} are labelled refer" in (version / "MODEL_CARD.md").read_text()
     for model in (trained, version.parent):
         rows = list(iter_predictions(load_runner(model), studies))
         # rows hold p rounded to 1e-6, and batch sums differ at 1e-7: nearer than that is a tie

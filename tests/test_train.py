@@ -149,13 +149,14 @@ def test_weight_average_is_what_the_run_keeps(tmp_path):
 
 def test_cross_validation_validates_on_training_folds(tmp_path):
     """Each fold trains and validates on the other folds (split as a data build splits) and is tested on
-    its own; pooled out-of-fold predictions carry pseudonymous keys and each fold's threshold."""
+    its own; pooled out-of-fold predictions carry pseudonymous keys, each fold's threshold, referral and
+    temperature, and the pooled figures count the referred studies out of the answered ones."""
     import csv
 
     from tfbonemet.tasks.cv import cross_validate
 
     lines = []
-    cv_dir = cross_validate(tiny(tmp_path, epochs=1, run_name="cv"), folds=2, log=lines.append)
+    cv_dir = cross_validate(tiny(tmp_path, epochs=1, run_name="cv", refer_coverage=0.5), folds=2, log=lines.append)
     summary = json.loads((cv_dir / "cv.json").read_text())
     sizes = [line for line in lines if line.startswith("Fold 1/2")][0]
     train_n, val_n, test_n = (int(word.rstrip(",")) for word in sizes.split()[3::2])
@@ -163,9 +164,15 @@ def test_cross_validation_validates_on_training_folds(tmp_path):
     rows = list(csv.DictReader((cv_dir / "predictions.csv").open()))
     assert len(rows) == train_n + val_n + test_n and {r["fold"] for r in rows} == {"0", "1"}
     assert len({r["study"] for r in rows}) == len(rows)  # every study tested exactly once
-    assert set(summary["pooled"]) == {"auc", "pr_auc", "f1"}
-    for figure in summary["pooled"].values():
-        assert figure["ci95"][0] <= figure["value"] <= figure["ci95"][1]
+    pooled = summary["pooled"]
+    assert set(pooled) == {"auc", "pr_auc", "f1", "ece", "ece_scaled", "coverage", "error_answered", "error_all",
+                           "sensitivity_answered", "sensitivity_all", "specificity_answered", "specificity_all"}
+    for name in ("auc", "pr_auc", "f1"):
+        assert pooled[name]["ci95"][0] <= pooled[name]["value"] <= pooled[name]["ci95"][1]
+    referred = [r["refer"] == "1" for r in rows]
+    assert any(referred) and pooled["coverage"]["value"] == pytest.approx(1 - np.mean(referred))
+    assert all(0 <= float(r["uncertainty"]) <= 1 and float(r["temperature"]) > 0 for r in rows)
+    assert all(f["predict_seconds"] >= 0 for f in summary["per_fold"])
 
 
 def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
