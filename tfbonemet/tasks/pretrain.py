@@ -19,7 +19,8 @@ from tfbonemet.errors import ConfigError
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
 from tfbonemet.run import preprocessor_for, validate
 from tfbonemet.tasks.train.recipe import Recipe
-from tfbonemet.tasks.train.trainer import start_run
+from tfbonemet.tasks.train.plan import make_plan
+from tfbonemet.tasks.train.trainer import run_plan
 
 BACKBONE_FILE = "backbone.keras"
 
@@ -50,6 +51,6 @@ def pretrain(config: FitConfig, log=print) -> Path:
     recipe = Recipe(lambda: pretraining_model(config, len(train_split.class_names)), "image", None,
                     train_split.class_names, model_file=BACKBONE_FILE)
     preprocessor = preprocessor_for(config, "image", (config.image_height, config.image_width))
-    run_dir = start_run(config, recipe, preprocessor, train_split, val_split, log)
+    run_dir = run_plan(make_plan(config, recipe, preprocessor, train_split, val_split, log), log)
     log(f"Backbone for `tfbonemet fit --init-backbone`: {run_dir / BACKBONE_FILE}")
     return run_dir

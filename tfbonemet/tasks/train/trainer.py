@@ -8,7 +8,6 @@ the best epoch by validation AUC and the decision threshold chosen on validation
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -21,23 +20,21 @@ from tfbonemet import execution, referral, signals
 from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
-from tfbonemet.data.pipeline import BatchConfig, class_weights
 from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import save_model, write_json, write_text
 from tfbonemet.io.lock import exclusive
 from tfbonemet.models import finetune
-from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.preprocessing.augment import make_augment
-from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, preprocessor_for,
-                           read_config, serving_model, validate)
+from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, read_config,
+                           read_preprocessor, serving_model)
 from tfbonemet.tasks.train import distribute
 from tfbonemet.tasks.train.callbacks import (BestCheckpoint, EpochBackup, RandomStateBackup, ResumableEarlyStopping,
                                              RestoreOnly, ValidationAUC, averaged_weights, diverged_error)
-from tfbonemet.tasks.train.recipe import (Recipe, compile_model, fit_recipe, input_size, intensity_scale, stages,
-                                          weight_average_momentum)
+from tfbonemet.tasks.train.plan import FitPlan, make_plan, plan_fit
+from tfbonemet.tasks.train.recipe import Stage, compile_model, fit_recipe, weight_average_momentum
 from tfbonemet.tasks.train.run_dir import (FINISHED, RUN_LOCK, backed_up_epoch, make_run_dir, read_history, sweep_runs,
                                            tidy, unfinished_run)
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
+
 
 def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
         val_split: datasets.Split | None = None) -> Path:
@@ -45,42 +42,32 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
 
     `train_split`/`val_split` replace the configured source's splits (cross-validation folds).
     """
-    validate(config)
-    if config.strategy == "multi-worker":
-        distribute.make_strategy(config.strategy)  # before the first TensorFlow op (the intensity sample)
-    train_split = train_split or datasets.open_split(config, "train")
-    val_split = val_split or datasets.open_split(config, "validation")
-    height, width = input_size(config, train_split, log)
-    config = dataclasses.replace(config, image_height=height, image_width=width)
-    recipe = fit_recipe(config)
-    config = dataclasses.replace(config, intensity_scale=intensity_scale(config, recipe, train_split, log))
-    preprocessor = preprocessor_for(config, recipe.views, (height, width))
-    return start_run(config, recipe, preprocessor, train_split, val_split, log)
+    return run_plan(plan_fit(config, log, train_split, val_split), log)
 
 
-def start_run(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split, log) -> Path:
-    """Create the run directory, record the resolved configuration, train; a run that fails before its
-    first epoch is finished is removed again."""
-    if config.strategy == "multi-worker":
-        return _start_multi_worker(config, recipe, preprocessor, train_split, val_split, log)
-    sweep_runs(config.output_dir, log)
-    run_dir = make_run_dir(config)
+def run_plan(plan: FitPlan, log) -> Path:
+    """Create the run directory, record the plan's configuration and preprocessor, train; a run that fails
+    before its first epoch is finished is removed again."""
+    if plan.multi_worker:
+        return _run_multi_worker(plan, log)
+    sweep_runs(plan.config.output_dir, log)
+    run_dir = make_run_dir(plan.config)
     try:
         with exclusive(run_dir / RUN_LOCK, f"run {run_dir}"):
-            train_split = train_split or datasets.open_split(config, "train")
-            check_batch_size(config.batch_size, 1, len(train_split))  # before the probe times batches of that size
-            total_steps = math.ceil(len(train_split) / config.batch_size) * config.epochs
-            precision, jit = resolve_execution(config, recipe, log, total_steps)
-            config = dataclasses.replace(config, precision=precision, jit=jit)
-            write_text(run_dir / CONFIG_JSON, config.to_json())
-            write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
-            return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+            _record(plan, run_dir)
+            return train_plan(plan, run_dir, log)
     except BaseException as exc:
         if not (run_dir / "history.csv").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             _resume_hint(exc, run_dir)
         raise
+
+
+def _record(plan: FitPlan, run_dir: Path) -> None:
+    """config.json and preprocessor.json: what `--resume`, evaluate, export and predict read the run with."""
+    write_text(run_dir / CONFIG_JSON, plan.config.to_json())
+    write_text(run_dir / PREPROCESSOR_JSON, plan.preprocessor.to_json())
 
 
 def _resume_hint(exc: BaseException, run_dir: Path) -> None:
@@ -90,25 +77,20 @@ def _resume_hint(exc: BaseException, run_dir: Path) -> None:
                     f"`tfbonemet fit --resume {run_dir}`")
 
 
-def _start_multi_worker(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, train_split, val_split,
-                        log) -> Path:
+def _run_multi_worker(plan: FitPlan, log) -> Path:
     """Every worker names the same run directory (--run-name) on shared storage; the chief creates and
     writes it, the others only read it. The same command started again (a worker restarted after a
     failure, as a cluster manager does) continues the unfinished run of the same configuration."""
-    if not config.run_name:
-        raise ConfigError("strategy multi-worker needs --run-name: every worker must name the same run directory")
-    precision, jit = resolve_execution(config, recipe, log)
-    config = dataclasses.replace(config, precision=precision, jit=jit)
+    config = plan.config
     run_dir = Path(config.output_dir) / config.run_name
     if not distribute.is_chief():
-        return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+        return train_plan(plan, run_dir, log)
     if unfinished_run(run_dir, config.to_json()):
         log(f"Continuing {run_dir} (same configuration)")
-        return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+        return train_plan(plan, run_dir, log)
     run_dir = make_run_dir(config)
-    write_text(run_dir / CONFIG_JSON, config.to_json())
-    write_text(run_dir / PREPROCESSOR_JSON, preprocessor.to_json())
-    return train_recipe(config, recipe, preprocessor, run_dir, log, train_split, val_split)
+    _record(plan, run_dir)
+    return train_plan(plan, run_dir, log)
 
 
 def resume(run_dir, log=print, train_split: datasets.Split | None = None,
@@ -127,8 +109,6 @@ def resume(run_dir, log=print, train_split: datasets.Split | None = None,
 
 
 def _resume(run_dir: Path, config: FitConfig, log, train_split, val_split) -> Path:
-    from tfbonemet.run import read_preprocessor
-
     if all((run_dir / name).exists() for name in FINISHED):
         left = tidy(run_dir)
         if not left:
@@ -137,91 +117,52 @@ def _resume(run_dir: Path, config: FitConfig, log, train_split, val_split) -> Pa
         return run_dir
     tidy(run_dir, keep_best=True)
     log(f"Resuming {run_dir}")
-    return train_recipe(config, fit_recipe(config), read_preprocessor(run_dir, config), run_dir, log,
-                        train_split, val_split)
+    train_split = train_split or datasets.open_split(config, "train")
+    val_split = val_split or datasets.open_split(config, "validation")
+    plan = make_plan(config, fit_recipe(config), read_preprocessor(run_dir, config), train_split, val_split, log,
+                     choose_execution=False)  # config.json holds the precision and jit it chose
+    return train_plan(plan, run_dir, log)
 
 
-def check_batch_size(batch_size: int, replicas: int, studies: int) -> None:
-    if batch_size * replicas > studies:
-        raise ConfigError(f"batch size {batch_size * replicas} is larger than the {studies} training "
-                          f"studies; use --batch-size {max(1, studies // replicas)} or less")
-
-
-def resolve_execution(config: FitConfig, recipe: Recipe, log, total_steps: int | None = None) -> tuple[str, str]:
-    """Concrete precision and jit for the run (config.json records these, so a resume matches).
-
-    `total_steps` (the run's training steps) lets a run too short to repay the timing probe skip it.
-
-    Workers of a multi-worker run must build the same graph, so on CPUs they skip the per-machine
-    timing probe and take the baseline (float32 without XLA unless asked otherwise).
-    """
-    if config.strategy == "multi-worker" and not execution.has_gpu():
-        precision, jit = execution.candidates(config.precision, config.jit)[0]
-    else:
-        key = {"model": config.model, "options": config.model_options, "views": recipe.views,
-               "classes": len(recipe.class_names), "size": [config.image_height, config.image_width]}
-        precision, jit = execution.choose(config.precision, config.jit, recipe.build, key, config.batch_size, log,
-                                          total_steps=total_steps)
-    return precision, "on" if jit else "off"
-
-
-def train_recipe(config: FitConfig, recipe: Recipe, preprocessor: ScanPreprocessor, run_dir: Path, log,
-                 train_split: datasets.Split | None = None, val_split: datasets.Split | None = None) -> Path:
+def train_plan(plan: FitPlan, run_dir: Path, log) -> Path:
     """Train into `run_dir` (continuing from its backups, if any) and write the model and metrics.
 
     A non-chief worker of a multi-worker run reads `run_dir` (backups, history) and writes nothing.
     """
+    config, recipe = plan.config, plan.recipe
     keras.utils.set_random_seed(config.seed)
-    strategy = distribute.make_strategy(config.strategy)
-    writer = not distribute.is_multi_worker(strategy) or distribute.is_chief()
-    replicas = strategy.num_replicas_in_sync
-    train_split = train_split or datasets.open_split(config, "train")
-    val_split = val_split or datasets.open_split(config, "validation")
-    if len(train_split) == 0 or len(val_split) == 0:
-        raise ConfigError(f"too few studies ({len(train_split)} train, {len(val_split)} validation) for training")
-    num_classes = len(recipe.class_names)
-    y_train, y_val = train_split.task_labels(recipe.task), val_split.task_labels(recipe.task)
-    check_batch_size(config.batch_size, replicas, len(y_train))
-    batching = BatchConfig(batch_size=config.batch_size * replicas, deterministic=config.deterministic,
-                           balanced=config.sampling == "balanced")
-    steps = math.ceil(len(y_train) / batching.batch_size)
-    val_ds = val_split.batches(preprocessor, batching, training=False, task=recipe.task)
-    augment = make_augment(config.augmentation, config.normalisation)
-    weights = None
-    if config.class_weighting and config.sampling == "natural":
-        weights = class_weights(y_train, num_classes)
-
+    val_ds = plan.val_ds
     # the model and its optimizer are created in the strategy's scope; fit and its callbacks run outside it,
     # so that what only the chief does (saving) creates no variables the other workers would have to mirror
     with execution.dtype_policy(config.precision):
-        with strategy.scope():
+        with plan.strategy.scope():
             model = recipe.build()
             if config.init_backbone:
                 finetune.load_backbone_weights(model, config.init_backbone)
                 log(f"Loaded pre-trained backbone weights from {Path(config.init_backbone).name}")
-        log(f"Training {config.model} ({model.count_params():,} parameters) on {len(y_train)} studies, "
-            f"validating on {len(y_val)}; inputs {', '.join(preprocessor.input_names)} "
+        log(f"Training {config.model} ({model.count_params():,} parameters) on {len(plan.y_train)} studies, "
+            f"validating on {len(plan.y_val)}; inputs {', '.join(plan.preprocessor.input_names)} "
             f"{config.image_height}x{config.image_width}; precision {config.precision}, XLA {config.jit}; "
-            f"{replicas} replica(s), global batch {batching.batch_size}"
-            + (f"; augmentation {config.augmentation}" if augment else "")
-            + ("; class-balanced sampling" if batching.balanced else ""))
-        for stage in stages(config):
-            diverged = _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching,
-                                    train_split, val_split, val_ds, y_val, augment, weights, steps, log)
+            f"{plan.replicas} replica(s), global batch {plan.batching.batch_size}"
+            + (f"; augmentation {config.augmentation}" if plan.augment else "")
+            + ("; class-balanced sampling" if plan.batching.balanced else ""))
+        for stage in plan.stages:
+            diverged = _train_stage(plan, model, stage, run_dir, log)
             if diverged is not None:
                 if not (run_dir / "best.keras").exists():
                     raise diverged_error(diverged)
                 log(f"Warning: {diverged_error(diverged)}")
                 break
-    if not writer:
+    if not plan.writer:
         log(f"Worker finished; the chief writes {run_dir}")
         return run_dir
-    return _finish(config, recipe, run_dir, model, val_ds, y_val, log)
+    return _finish(config, recipe, run_dir, model, val_ds, plan.y_val, log)
 
 
-def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, preprocessor, batching, train_split,
-                 val_split, val_ds, y_val, augment, weights, steps, log) -> int | None:
+def _train_stage(plan: FitPlan, model, stage: Stage, run_dir: Path, log) -> int | None:
     """Train one stage; returns the epoch at which the model diverged, if it did."""
+    config, recipe, strategy, steps = plan.config, plan.recipe, plan.strategy, plan.steps_per_epoch
+    writer, multi_worker, val_ds, y_val = plan.writer, plan.multi_worker, plan.val_ds, plan.y_val
     backup_dir = run_dir / "backup" / stage.name
     start = backed_up_epoch(backup_dir)
     start = stage.first_epoch if start is None else start
@@ -241,11 +182,12 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
 
     def worker_input(num_shards: int, shard_index: int, replicas: int):
         """This worker's shard of the training stream, in per-replica batches, after the batches already trained."""
-        shard = dataclasses.replace(batching, batch_size=config.batch_size, num_shards=num_shards,
+        shard = dataclasses.replace(plan.batching, batch_size=config.batch_size, num_shards=num_shards,
                                     shard_index=shard_index)
         done = (start - stage.first_epoch) * steps * replicas
-        ds = train_split.batches(preprocessor, shard, training=True, task=recipe.task, augment=augment,
-                                 seed=config.seed, repeat=True, skip_batches=done)
+        ds = plan.train_split.batches(plan.preprocessor, shard, training=True, task=recipe.task,
+                                      augment=plan.augment, seed=config.seed, repeat=True, skip_batches=done)
+        weights = plan.class_weights
         if weights is not None:  # as sample weights: Keras cannot map class weights over a distributed dataset
             table = tf.constant([weights[c] for c in range(num_classes)], tf.float32)
             ds = ds.map(lambda x, y: (x, y, tf.gather(table, y))).prefetch(tf.data.AUTOTUNE)
@@ -257,7 +199,6 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
     if config.loss == "focal":
         val_ds = val_ds.map(lambda x, y: (x, keras.ops.one_hot(y, num_classes)))
     scores = [float(row["val_auc"]) for row in history if row.get("val_auc") not in (None, "", "nan")]
-    multi_worker = distribute.is_multi_worker(strategy)
     validation_loss = None
     if multi_worker:  # Keras' evaluate under MultiWorkerMirroredStrategy fails on uneven validation batches
         loss = keras.losses.get(model.loss)
@@ -274,7 +215,7 @@ def _train_stage(model, strategy, writer, config, recipe, stage, run_dir, prepro
         # not under multi-worker (their summaries call Keras' predict: a collective there) nor for
         # pre-training (its dataset's own classes, no task)
         if recipe.task and not multi_worker:
-            logs += tensorboard_callbacks(run_dir, validation, val_split, preprocessor, config, log=log)
+            logs += tensorboard_callbacks(run_dir, validation, plan.val_split, plan.preprocessor, config, log=log)
     if config.early_stopping:
         stopping = [ResumableEarlyStopping(config.early_stopping, history)]
     # kept until the run is finished, so a resume after this stage restores its end state
