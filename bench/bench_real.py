@@ -8,6 +8,15 @@ picks the best epoch and the threshold), and is scored on its own fold. Printed:
 pooled out-of-fold ROC AUC, PR AUC, F1 at each fold's stored threshold, patient-bootstrap 95 %
 intervals, fit minutes per fold, and the machine's load.
 
+With `--fit-args "--refer-coverage 0.85"` every fold also chooses a referral band on its own
+validation studies: printed are the share of test studies answered and sensitivity and
+specificity among the answered vs all studies, and ECE before and after each fold's temperature
+(fitted on its validation). With `--seeds 0 1 2` the cross-validation runs once per seed (folds,
+splits and weights all differ) and the members' out-of-fold probabilities are averaged per study
+into a deep ensemble (each member's model never saw the study it scores); printed are one model
+(the first seed) against the ensemble (ROC AUC, F1, the referral figures, ECE) and the cost of
+each in fit minutes and prediction milliseconds per study.
+
 `--reference` trains the plain Keras net of bench_reference.py (`large`: two 3x3 convolutions per
 stage 32-64-128, pixels/255, 160x64, class weights, 15 epochs, best epoch by validation AUC)
 through the same folds and the same train / validation split, scored at 0.5.
@@ -15,6 +24,7 @@ through the same folds and the same train / validation split, scored at 0.5.
   python bench/bench_real.py DEV_FOLDER --work /tmp/real                      # defaults
   python bench/bench_real.py DEV_FOLDER --work /tmp/real --name f32 --fit-args "--precision float32"
   python bench/bench_real.py DEV_FOLDER --work /tmp/real --reference
+  python bench/bench_real.py DEV_FOLDER --work /tmp/real --name refer --seeds 0 1 2 --fit-args "--refer-coverage 0.85"
   python bench/bench_real.py PHANTOM_FOLDER --work /tmp/phantom --name f32 --fit-args "--precision float32"
   python bench/bench_real.py --rank /tmp/real /tmp/phantom     # does the phantom rank recipes as real CV does?
 Never point it at held-out patients: every figure it prints steers the defaults.
@@ -71,6 +81,62 @@ def report(name: str, summary: dict) -> None:
     minutes = [f["fit_seconds"] / 60 for f in summary["per_fold"]]
     print(f"{name}: pooled out of fold ROC AUC {interval(pooled['auc'])}  PR AUC {interval(pooled['pr_auc'])}  "
           f"F1 {interval(pooled['f1'])}  fit {np.mean(minutes):.1f} min/fold (load {load()})", flush=True)
+    print(f"{name}: " + selective_line(pooled), flush=True)
+
+
+def selective_line(pooled: dict) -> str:
+    """ECE before / after temperature scaling and, with a referral band, the figures among answered vs all."""
+    line = f"ECE {interval(pooled['ece'])} -> {interval(pooled['ece_scaled'])} after temperature scaling"
+    if "coverage" in pooled:
+        line += (f"; answers {interval(pooled['coverage'])}: sensitivity {interval(pooled['sensitivity_answered'])} "
+                 f"among answered vs {interval(pooled['sensitivity_all'])} among all, specificity "
+                 f"{interval(pooled['specificity_answered'])} vs {interval(pooled['specificity_all'])}")
+    return line
+
+
+def member_rows(cv_dir: Path) -> dict[str, dict]:
+    """One CV's pooled out-of-fold rows by study, each with the referral band of the fold run that scored it."""
+    import csv
+
+    bands = {}
+    for fold_dir in cv_dir.glob("fold-*"):
+        chosen = json.loads((fold_dir / "metrics.json").read_text()).get("referral") or {}
+        bands[fold_dir.name.split("-")[1]] = chosen.get("band")
+    with (cv_dir / "predictions.csv").open() as fh:
+        return {row["study"]: {**row, "band": bands[row["fold"]]} for row in csv.DictReader(fh)}
+
+
+def ensemble_rows(members: list[dict[str, dict]]) -> list[dict]:
+    """Per study: the members' mean probability, decided at their mean threshold, referred inside their mean
+    band, scaled by their mean temperature (each member scored the study out of fold)."""
+    rows = []
+    for study, first in members[0].items():
+        scored = [m[study] for m in members]
+        p = float(np.mean([float(r["probability"]) for r in scored]))
+        bands = [r["band"] for r in scored if r["band"]]
+        low, high = np.mean(bands, axis=0) if len(bands) == len(scored) else (np.nan, np.nan)
+        rows.append({"study": study, "patient": first["patient"], "label": int(first["label"]), "probability": p,
+                     "threshold": float(np.mean([float(r["threshold"]) for r in scored])),
+                     "refer": int(low < p < high),
+                     "temperature": float(np.mean([float(r["temperature"]) for r in scored]))})
+    return rows
+
+
+def report_ensemble(cv_dirs: list[Path]) -> None:
+    """The first seed's model against the ensemble of all seeds, and what each costs."""
+    from tfbonemet.tasks.cv import pooled_figures
+
+    members = [member_rows(d) for d in cv_dirs]
+    summaries = [json.loads((d / "cv.json").read_text()) for d in cv_dirs]
+    single, ensemble = summaries[0]["pooled"], pooled_figures(ensemble_rows(members))
+    n = len(members[0])
+    fit = [sum(f["fit_seconds"] for f in s["per_fold"]) / len(s["per_fold"]) / 60 for s in summaries]
+    predict = [sum(f["predict_seconds"] for f in s["per_fold"]) / n * 1000 for s in summaries]
+    for name, pooled, minutes, ms in (("one model", single, fit[0], predict[0]),
+                                      (f"ensemble of {len(cv_dirs)}", ensemble, sum(fit), sum(predict))):
+        print(f"{name}: ROC AUC {interval(pooled['auc'])}  F1 {interval(pooled['f1'])}  "
+              f"fit {minutes:.1f} min per fold, predict {ms:.1f} ms per study (test-time shifts included)", flush=True)
+        print(f"{name}: " + selective_line(pooled), flush=True)
 
 
 def run_cv(work: Path, tfds: Path, folds: int, name: str, fit_args: str) -> dict:
@@ -155,7 +221,9 @@ def main():
     parser.add_argument("--fit-args", default="", help="extra `tfbonemet fit` options: the recipe to try")
     parser.add_argument("--reference", action="store_true", help="the plain reference net instead of tfbonemet")
     parser.add_argument("--reference-epochs", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the reference's seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="cross-validate once per seed (CV directories NAME-sSEED) and report their ensemble")
     args = parser.parse_args()
     if args.rank:
         return rank_agreement(*args.rank)
@@ -169,9 +237,16 @@ def main():
         summary = run_reference(tfds, args.folds, args.reference_epochs, args.seed)
         (args.work / "reference.json").write_text(json.dumps(summary, indent=2))
         report("reference large", summary)
-    else:
+    elif not args.seeds:
         report(f"tfbonemet fit {args.fit_args}".strip(), run_cv(args.work, tfds, args.folds, args.name,
                                                                   args.fit_args))
+    else:
+        names = [f"{args.name}-s{seed}" for seed in args.seeds]
+        for seed, name in zip(args.seeds, names):
+            fit_args = f"{args.fit_args} --seed {seed}".strip()
+            report(f"tfbonemet fit {fit_args}", run_cv(args.work, tfds, args.folds, name, fit_args))
+        if len(names) > 1:
+            report_ensemble([args.work / "cv" / name for name in names])
 
 
 if __name__ == "__main__":

@@ -140,16 +140,17 @@ def test_model_card_says_which_precision_chose_the_threshold():
 
 def test_a_failed_tflite_conversion_is_one_error_line(tiny_run_dir, tmp_path, monkeypatch):
     """A graph the converter refuses (here: a bfloat16 SavedModel) ends in one `Error:` line, nothing written."""
+    from tfbonemet.models.tta import with_uncertainty
+    from tfbonemet.models.two_view import build_two_view_net
     from tfbonemet.tasks.export import tflite
     from tfbonemet.tasks.export.archive import build_archive
-
-    from tfbonemet.models.two_view import build_two_view_net
 
     run = Run.load(tiny_run_dir)
     with execution.dtype_policy("mixed_bfloat16"):
         mixed = build_two_view_net(image_size=run.preprocessor.image_size, filters=(8, 16, 16))
     refused = tmp_path / "bfloat16"
-    build_archive(mixed, run.info).write_out(str(refused), verbose=False)
+    predictor = with_uncertainty(mixed, run.preprocessor.image_size, run.config.uncertainty_shift)
+    build_archive(predictor, run.info).write_out(str(refused), verbose=False)
     convert = tflite._convert
     monkeypatch.setattr(tflite, "_convert", lambda _, *rest: convert(refused, *rest))
     result = CliRunner().invoke(cli, ["export", str(tiny_run_dir), "--format", "tflite",
