@@ -110,14 +110,14 @@ def choose(precision: str, jit: str, build: Callable[[], keras.Model], probe_key
     timings = probe(options, make_stepper, probe_key, batch_size, log, total_steps)
     if timings is None:
         return options[0]
-    best, reason = decide(timings, label(options[0]))
+    best, reason = fastest(timings, label(options[0]))
     log(f"Execution: chose {best} by timed probe: {reason}"
         + ("" if cpu_has_bf16() else "; bfloat16 not probed: this CPU has no AVX512_BF16/AMX"))
     p, j = best.split("+")
     return p, j == "xla"
 
 
-def decide(timings: dict[str, list[float]], baseline: str, min_gain: float = MIN_GAIN) -> tuple[str, str]:
+def fastest(timings: dict[str, list[float]], baseline: str, min_gain: float = MIN_GAIN) -> tuple[str, str]:
     """The candidate to use and a one-line reason with every candidate's ms/step.
 
     Another candidate replaces the baseline only when it is at least `min_gain` times faster on its

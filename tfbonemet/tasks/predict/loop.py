@@ -18,11 +18,11 @@ from tfbonemet.io.discovery import StudyFiles, load_study
 from tfbonemet.io.lock import LOCK_SUFFIX, exclusive, sweep
 from tfbonemet.vocab import PREDICTION_FORMATS
 
-def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, salt: str | None = None,
+def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, secret: str | None = None,
                      skip_bad: bool = False, on_skip: Callable[[str], None] | None = None,
                      on_batch: Callable[[int], None] | None = None, explain_dir=None) -> Iterator[dict]:
     """One row per study (key, label or refer, class probabilities, uncertainty); reads and predicts
-    `batch_size` studies at a time.
+    `batch_size` studies at a time. `secret` keys the DICOM study pseudonyms (default: the site's secret).
 
     With `explain_dir`, each study also gets a Grad-CAM overlay `<key>-gradcam.png` there.
     """
@@ -35,7 +35,7 @@ def iter_predictions(runner, studies: list[StudyFiles], batch_size: int = 16, sa
         batch, keys = [], []
         for study in studies[start:start + batch_size]:
             try:
-                found = load_study(study, runner.info, salt)
+                found = load_study(study, runner.info, secret)
             except DataError as exc:
                 if not skip_bad:
                     raise
