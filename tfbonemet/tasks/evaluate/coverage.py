@@ -56,7 +56,8 @@ def coverage_results(y, p_positive, uncertainty, groups, threshold: float, band,
 
 
 def uncertainty_summary(uncertainty, wrong) -> dict:
-    """Median test-time-shift spread over all studies and over the wrongly and rightly called ones."""
+    """Median test-time-shift spread over all studies and over the wrongly and rightly called ones (called
+    at the threshold, referral aside)."""
     spread, wrong = np.asarray(uncertainty, np.float64), np.asarray(wrong, bool)
 
     def median(values):

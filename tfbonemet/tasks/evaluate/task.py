@@ -22,7 +22,7 @@ from tfbonemet.errors import ConfigError
 from tfbonemet.io.atomic import check_writable, make_dir, write_text
 from tfbonemet.io.integrity import digest
 from tfbonemet.progress import counter, counting
-from tfbonemet.run import Run
+from tfbonemet.run import Run, decide
 from tfbonemet.tasks.evaluate import coverage
 
 
@@ -101,7 +101,7 @@ def evaluate(path, split: str = "test", target_sensitivity: float | None = None,
                "calibration": metrics_lib.calibration(y, probabilities),
                "temperature_scaling": temperature_scaling(run, split, predictions, log),
                "uncertainty": coverage.uncertainty_summary(predictions.uncertainty,
-                                                           run.labels_of(probabilities) != y)}
+                                                           decide(probabilities, run.threshold) != y)}
     if probabilities.shape[1] == 2:
         p = probabilities[:, 1]
         stored = run.metrics.get("operating_point", {})
