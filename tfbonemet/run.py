@@ -25,7 +25,7 @@ from tfbonemet.config import FitConfig, check, resolve
 from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.preprocessing import ScanPreprocessor
 from tfbonemet.referral import referred
-from tfbonemet.vocab import INTENSITY_SCALES, REFER, TASKS, model_input_names
+from tfbonemet.vocab import ANTERIOR, INTENSITY_SCALES, REFER, TASKS, VIEWS, model_input_names
 
 CONFIG_JSON, PREPROCESSOR_JSON, MODEL_FILE, METRICS_JSON = "config.json", "preprocessor.json", "model.keras", \
     "metrics.json"
@@ -247,7 +247,7 @@ class Run:
 
         model = load_keras_model(path)
         names = model_input_names(model)
-        views = "two_view" if {"anterior", "posterior"} <= set(names) else "anterior"
+        views = "two_view" if set(VIEWS) <= set(names) else ANTERIOR
         height, width = (int(v) for v in model.inputs[0].shape[1:3])
         num_outputs = model.outputs[0].shape[-1]
         task = next((t for t, c in TASKS.items() if len(c) == num_outputs), None)

@@ -18,7 +18,7 @@ from tfbonemet.data import synthetic
 from tfbonemet.data.pipeline import BatchConfig, batch_pipeline
 from tfbonemet.errors import ConfigError, DataError
 from tfbonemet.preprocessing import ScanPreprocessor
-from tfbonemet.vocab import CLASS_NAMES, SPLITS, label_map
+from tfbonemet.vocab import ANTERIOR, CLASS_NAMES, POSTERIOR, SPLITS, label_map
 
 TFDS_PREFIX = "tfds:"
 PHANTOM_SIZE = (512, 128)  # the built-in set's whole-body views unless an image size is asked for
@@ -104,9 +104,9 @@ def concatenate(splits: list[Split]) -> Split:
 def from_studies(studies: synthetic.StudyArrays) -> Split:
     """A Split over in-memory studies (the phantom set, or one fold of it)."""
     def records(views):
-        arrays = {"anterior": studies.anterior[..., None], "posterior": studies.posterior[..., None]}
+        arrays = {ANTERIOR: studies.anterior[..., None], POSTERIOR: studies.posterior[..., None]}
         return tf.data.Dataset.from_tensor_slices(({v: arrays[v] for v in views}, studies.labels))
-    boxes = [{"anterior": [tuple(b) for b in found]} for found in studies.lesion_boxes]
+    boxes = [{ANTERIOR: [tuple(b) for b in found]} for found in studies.lesion_boxes]
     shapes = np.tile(np.array(studies.anterior.shape[1:3]), (len(studies), 1))
     return Split(np.asarray(studies.labels, np.int64), tuple(CLASS_NAMES), records, np.asarray(studies.study_key),
                  np.asarray(studies.patient_hash), shapes, boxes)

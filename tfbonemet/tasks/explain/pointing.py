@@ -5,6 +5,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfbonemet.tasks.explain.cams import explain_studies
+from tfbonemet.vocab import ANTERIOR, POSTERIOR, VIEWS
 
 
 def body_mask(counts: np.ndarray) -> np.ndarray:
@@ -35,29 +36,29 @@ def pointing_game(run, split: str = "test", method: str = "gradcam", tolerance: 
 
     from tfbonemet.data.datasets import open_split
     from tfbonemet.errors import ConfigError, DataError
-    from tfbonemet.vocab import CLASS_NAMES
+    from tfbonemet.vocab import CLASS_NAMES, POSITIVE_CLASS
 
-    if views not in ("anterior", "both"):
+    if views not in (ANTERIOR, "both"):
         raise ConfigError(f"pointing-game views must be 'anterior' or 'both', got {views!r}")
     data = open_split(run.config, split)
     if data.lesion_boxes is None or data.class_names != CLASS_NAMES:
         raise DataError(f"data {run.config.data!r} records no lesion boxes; the pointing game needs the phantom")
     wanted = [i for i, (label, boxes) in enumerate(zip(data.labels, data.lesion_boxes))
-              if label == CLASS_NAMES.index("metastasis") and boxes["anterior"]][:limit]
+              if label == CLASS_NAMES.index(POSITIVE_CLASS) and boxes[ANTERIOR]][:limit]
     if not wanted:
         raise DataError(f"split {split!r} of data {run.config.data!r} has no metastatic studies with lesion boxes")
-    chosen = {i: study for i, study in data.raw_studies(("anterior", "posterior")) if i in set(wanted)}
+    chosen = {i: study for i, study in data.raw_studies(VIEWS) if i in set(wanted)}
     studies = [chosen[i] for i in wanted]
-    tolerance = tolerance if tolerance is not None else max(2, round(0.015 * studies[0]["anterior"].shape[1]))
+    tolerance = tolerance if tolerance is not None else max(2, round(0.015 * studies[0][ANTERIOR].shape[1]))
     explanations = explain_studies(run, studies, [f"{split}-{i:03d}" for i in wanted], method,
-                                   normalise=views == "anterior", **options)
+                                   normalise=views == ANTERIOR, **options)
     hits, chances = [], []
     for i, study, explanation in zip(wanted, studies, explanations):
-        cam = explanation.maps.get("anterior", next(iter(explanation.maps.values())))
-        if views == "both" and "posterior" in explanation.maps:
-            cam = cam + run.preprocessor.as_anterior("posterior", explanation.maps["posterior"])
-        region = lesion_region(cam.shape, data.lesion_boxes[i]["anterior"], tolerance)
-        body = body_mask(study["anterior"]) | region
+        cam = explanation.maps.get(ANTERIOR, next(iter(explanation.maps.values())))
+        if views == "both" and POSTERIOR in explanation.maps:
+            cam = cam + run.preprocessor.as_anterior(POSTERIOR, explanation.maps[POSTERIOR])
+        region = lesion_region(cam.shape, data.lesion_boxes[i][ANTERIOR], tolerance)
+        body = body_mask(study[ANTERIOR]) | region
         peak = np.unravel_index(np.argmax(cam), cam.shape)
         hits.append(bool(region[peak]))
         chances.append(float(region.sum() / body.sum()))

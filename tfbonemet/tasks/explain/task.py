@@ -7,6 +7,7 @@ from tfbonemet.errors import ConfigError, ModelError
 from tfbonemet.progress import counter
 from tfbonemet.tasks.explain.cams import explain_studies
 from tfbonemet.tasks.explain.figures import save_png
+from tfbonemet.vocab import ANTERIOR, POSITIVE_CLASS
 
 
 def split_inputs(run, split: str, num: int, class_name: str, only_class: bool):
@@ -18,13 +19,13 @@ def split_inputs(run, split: str, num: int, class_name: str, only_class: bool):
     wanted = run.classes.index(class_name)
     chosen = [i for i in range(len(data)) if not only_class or labels[i] == wanted][:num]
     raw = {i: study for i, study in data.raw_studies(run.preprocessor.source_views) if i in set(chosen)}
-    boxes = [data.lesion_boxes[i]["anterior"] if data.lesion_boxes else [] for i in chosen]
+    boxes = [data.lesion_boxes[i][ANTERIOR] if data.lesion_boxes else [] for i in chosen]
     return ([raw[i] for i in chosen], [f"{split}-{i:03d}" for i in chosen],
             [run.classes[labels[i]] for i in chosen], boxes)
 
 
 def run_explain(path, split: str = "test", num: int = 4, dicom_paths=(), methods=("gradcam",),
-                output_dir=None, dicom_output: bool = False, class_name: str = "metastasis",
+                output_dir=None, dicom_output: bool = False, class_name: str = POSITIVE_CLASS,
                 only_class: bool = False, data_options: dict | None = None, deidentify: bool = False,
                 log=print, **options) -> list[Path]:
     """Explain a run's split (its first `num` studies, or of those labelled `class_name` if `only_class`)

@@ -135,7 +135,7 @@ def model_card_metadata(run, info, release: Release = Release(), previous: dict 
         "license": release.license,
         "references": list(REFERENCES),
         "network_data_format": {
-            "inputs": {n: {**raw, "view": view, "mirrored_inside": view == "posterior"}
+            "inputs": {n: {**raw, "view": view, "mirrored_inside": p.mirrors(view)}
                        for n, view in zip(names, info.data_views)},
             "outputs": {
                 "probabilities": {"type": "probabilities", "format": "classes", "num_channels": len(info.classes),

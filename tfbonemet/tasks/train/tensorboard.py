@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from tfbonemet import metrics as metrics_lib
-from tfbonemet.vocab import TASKS
+from tfbonemet.vocab import POSITIVE_CLASS, TASKS
 
 PR_THRESHOLDS = 101
 CAM_STUDIES = 4
@@ -93,7 +93,7 @@ class ValidationSummaries(keras.callbacks.Callback):
         from tfbonemet.tasks.explain.cams import class_activation_maps
         from tfbonemet.tasks.explain.figures import overlay_rgb
 
-        target = self.classes.index("metastasis") if "metastasis" in self.classes else len(self.classes) - 1
+        target = self.classes.index(POSITIVE_CLASS) if POSITIVE_CLASS in self.classes else len(self.classes) - 1
         names, studies = list(self.cam_studies), list(self.cam_studies.values())
         inputs = self.preprocessor.batch(studies)
         probabilities = np.asarray(self.model.predict(inputs, verbose=0))[:, target]
