@@ -115,7 +115,8 @@ class Explanation:
 
 
 def explain_studies(run, studies: list[dict[str, np.ndarray]], names: list[str], method: str = "gradcam",
-                    class_name: str = POSITIVE_CLASS, batch_size: int = 8, advance=None, **options) -> list[Explanation]:
+                    class_name: str = POSITIVE_CLASS, batch_size: int = 8, advance=None,
+                    **options) -> list[Explanation]:
     """Explain studies given as raw views {view: (H, W) counts, as acquired}; sizes may differ per study.
 
     `advance(n)`, if given, is called after each batch of n studies (a progress counter).
