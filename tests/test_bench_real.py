@@ -28,7 +28,7 @@ def write_cv(folder: Path, probabilities: list[float], threshold: float, band, f
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    per_fold = [{"fit_seconds": fit_seconds, "predict_seconds": 0.5}] * 2
+    per_fold = [{"fit_seconds": fit_seconds, "predict_seconds": 0.5, "predict_seconds_without_uncertainty": 0.1}] * 2
     (folder / "cv.json").write_text(json.dumps({"per_fold": per_fold, "pooled": pooled_figures(rows, 20)}))
     return folder
 
@@ -50,5 +50,5 @@ def test_ensemble_report_prints_one_model_against_the_ensemble_and_the_cost(tmp_
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("one model: ROC AUC") and "fit 1.0 min per fold" in lines[0]
     assert lines[2].startswith("ensemble of 2: ROC AUC") and "fit 3.0 min per fold" in lines[2]
-    assert "predict 333.3 ms per study" in lines[2]  # two members, 2 x 0.5 s over 6 studies each
+    assert "predict 333.3 ms per study (66.7 without" in lines[2]  # two members, 2 x 0.5 s over 6 studies each
     assert all("after temperature scaling" in line and "among answered" in line for line in lines[1::2])

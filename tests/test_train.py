@@ -172,7 +172,8 @@ def test_cross_validation_validates_on_training_folds(tmp_path):
     referred = [r["refer"] == "1" for r in rows]
     assert any(referred) and pooled["coverage"]["value"] == pytest.approx(1 - np.mean(referred))
     assert all(0 <= float(r["uncertainty"]) <= 1 and float(r["temperature"]) > 0 for r in rows)
-    assert all(f["predict_seconds"] >= 0 for f in summary["per_fold"])
+    assert all(f["predict_seconds"] >= 0 and f["predict_seconds_without_uncertainty"] >= 0
+               for f in summary["per_fold"])
 
 
 def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
