@@ -217,3 +217,46 @@ def test_graph_and_eager_give_the_same_input_for_real_crop_sizes(source):
                                                               tf.TensorSpec((None, None, None, 1), tf.float32)])
     np.testing.assert_allclose(traced(tf.constant("anterior"), image).numpy(),
                                p.transform_view("anterior", image).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("normalisation", NORMALISATIONS)
+def test_expand_inverts_the_range_compression(normalisation):
+    """Augmentation works in scaled counts through `expand` and returns through `compress`: a round trip."""
+    from tfbonemet.preprocessing.scan_preprocessor import compress, expand
+
+    linear = tf.linspace(0.0, 1.0, 101)
+    np.testing.assert_allclose(expand(compress(linear, normalisation), normalisation), linear, atol=1e-5)
+    scaled = ScanPreprocessor("anterior", (8, 8), normalisation=normalisation, scale=1.0)
+    np.testing.assert_allclose(scaled.normalise(tf.reshape(linear[:64], (1, 8, 8, 1))),
+                               tf.reshape(compress(linear[:64], normalisation), (1, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("crop", CROPS)
+@pytest.mark.parametrize("source", [(1024, 256), (170, 68), (333, 101)])
+def test_cropped_shape_is_the_geometry_crop(crop, source):
+    from tfbonemet.preprocessing import cropped_shape
+
+    y0, x0, y1, x1 = ScanPreprocessor("anterior", (64, 32), crop=crop).geometry("anterior", source).crop
+    assert cropped_shape(crop, source) == (y1 - y0, x1 - x0)
+
+
+def test_batch_stacks_each_study_as_numpy_prepares_it(study):
+    preprocessor = ScanPreprocessor("two_view", (64, 32))
+    studies = [{"anterior": study.anterior, "posterior": study.posterior},
+               {"anterior": study.anterior[:200], "posterior": study.posterior[:200]}]  # sizes may differ
+    batch = preprocessor.batch(studies)
+    for name in preprocessor.input_names:
+        assert batch[name].shape == (2, 64, 32, 1)
+        for i, one in enumerate(studies):
+            np.testing.assert_array_equal(batch[name][i], preprocessor.numpy(one)[name])
+
+
+def test_as_anterior_puts_a_posterior_pixel_where_the_model_sees_it():
+    """A posterior source pixel and the pixel `as_anterior` moves it to land on one model-input pixel."""
+    preprocessor = ScanPreprocessor("two_view", (64, 16))
+    source = np.zeros((256, 64), np.float32)
+    source[100, 10] = 1.0
+    moved = np.argwhere(preprocessor.as_anterior("posterior", source))[0]
+    np.testing.assert_allclose(preprocessor.geometry("posterior", source.shape).to_model([100, 10]),
+                               preprocessor.geometry("anterior", source.shape).to_model(moved))
+    np.testing.assert_array_equal(preprocessor.as_anterior("anterior", source), source)
