@@ -188,3 +188,19 @@ def test_input_size_comes_from_the_data_without_upsampling(tmp_path):
     thorax = tiny(tmp_path, image_height=None, image_width=None, crop="thorax")
     assert recipe.input_size(thorax, split(1024, 256), log=quiet) == (288, 224)  # capped at 512x128 pixels
     assert recipe.input_size(tiny(tmp_path), split(170, 68), log=quiet) == (128, 32)  # an explicit size wins
+
+
+def test_the_plan_resolves_everything_a_run_needs_before_training(tmp_path):
+    """plan_fit leaves nothing to choose while training: size, intensity scale, precision, jit, batch, stages."""
+    import math
+
+    from tfbonemet.tasks.train.plan import plan_fit
+
+    plan = plan_fit(tiny(tmp_path, image_height=None, image_width=None, precision="float32", jit="off"), quiet)
+    config = plan.config
+    assert config.image_height and config.image_width and config.intensity_scale != "auto"
+    assert (config.precision, config.jit) == ("float32", "off")
+    assert plan.preprocessor.image_size == (config.image_height, config.image_width)
+    assert plan.batching.batch_size == config.batch_size * plan.replicas
+    assert plan.steps_per_epoch == math.ceil(len(plan.train_split) / plan.batching.batch_size)
+    assert [s.name for s in plan.stages] == ["train"] and not (tmp_path / "run").exists()
