@@ -25,6 +25,17 @@ def test_help_explains_every_fit_option():
             assert param.help, f"{param.opts[0]} has no help text"
 
 
+
+def test_command_line_uses_no_deprecated_click_api():
+    """Deprecated click attributes warn in a user's terminal and go away in click 9."""
+    import subprocess
+    import sys
+
+    for args in (["--help"], ["evaluate", "--help"]):
+        done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-m", "tfbonemet.cli", *args],
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and "DeprecationWarning" not in done.stderr, done.stderr
+
 def test_fit_writes_run_directory(tmp_path):
     result = run(["fit", *TINY_ARGS, "--output-dir", str(tmp_path), "--run-name", "cli"])
     assert result.exit_code == 0, result.output

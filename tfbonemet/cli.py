@@ -51,7 +51,9 @@ class Group(click.Group):
     def invoke(self, ctx):
         from tfbonemet import signals
 
-        if ctx.protected_args and not set(HELP_OPTIONS) & set(ctx.protected_args + ctx.args):
+        # the subcommand and its arguments, still unparsed (click 9 keeps them all in ctx.args)
+        tokens = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        if tokens and not set(HELP_OPTIONS) & set(tokens):
             import_tensorflow_quietly()
         try:
             with signals.handling():
