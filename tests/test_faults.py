@@ -787,6 +787,8 @@ def test_the_next_command_writing_by_a_run_clears_what_a_killed_fit_left(command
     shutil.copytree(ctx["run"], busy)
     left, kept = _killed_fit(run), _killed_fit(busy)
     held_by_another(busy / ".tfbonemet.lock")  # a live process still trains or finishes that run
+    (runs / "ghost").mkdir()  # a fit killed before it wrote anything
+    (runs / "ghost" / ".tfbonemet.lock").write_text("0\n")
     model = (run / "model.keras").read_bytes()
     args = {"evaluate": ["evaluate", run, "--bootstrap", "10"],
             "explain": ["explain", run, "--num", "1"],
@@ -797,6 +799,7 @@ def test_the_next_command_writing_by_a_run_clears_what_a_killed_fit_left(command
     assert not any(path.exists() for path in left), result.output
     assert all(path.exists() for path in kept)
     assert (run / "model.keras").read_bytes() == model and not (run / ".tfbonemet.lock").exists()
+    assert (runs / "ghost").exists() == (command != "fit")  # evaluate and explain tidy only their own run
 
 
 def test_a_leftover_is_removed_only_when_its_process_is_gone(tmp_path):

@@ -213,3 +213,44 @@ def test_a_lock_is_released_and_removed(tmp_path):
     assert not path.exists()
     with exclusive(path, "x"):  # free again
         pass
+
+
+def test_workers_of_one_job_share_its_run_and_another_job_is_refused(tmp_path):
+    from tfbonemet.errors import ConfigError
+    from tfbonemet.io.lock import join
+
+    lock = tmp_path / ".tfbonemet.lock"
+    with exclusive(lock, "run r", job="job-a"):  # the chief of job a
+        join(lock, "run r", "job-a")  # its workers read along
+        with pytest.raises(ConfigError, match="in use by another tfbonemet job"):
+            join(lock, "run r", "job-b")
+        with pytest.raises(ConfigError, match="in use by another tfbonemet process"):
+            with exclusive(lock, "run r", job="job-b"):  # the chief of job b, or a fit --resume
+                pass
+    with exclusive(lock, "run r"):  # a single process (fit --resume) holds the run
+        with pytest.raises(ConfigError, match="in use by another tfbonemet process"):
+            join(lock, "run r", "job-a")
+    join(lock, "run r", "job-b")  # free again: a new job may start
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["chief", "worker"])
+def test_a_second_multi_worker_job_on_a_run_is_refused_before_it_waits(index, tmp_path):
+    """A worker of another job is refused at once (it would otherwise wait for its peers for ever)."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "runs" / "shared"
+    run.mkdir(parents=True)
+    lock = run / ".tfbonemet.lock"
+    with exclusive(lock, "run", job="job-of-the-first"):
+        tf_config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": index}}
+        result = subprocess.run(
+            [sys.executable, "-m", "tfbonemet.cli", "fit", "--strategy", "multi-worker", "--run-name", "shared",
+             "--output-dir", str(tmp_path / "runs"), "--num-studies", "16", "--epochs", "1"],
+            env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}, capture_output=True, text=True, timeout=300)
+        assert lock.read_text().split() == [str(os.getpid()), "job-of-the-first"]
+    errors = [line for line in result.stderr.splitlines() + result.stdout.splitlines() if line.startswith("Error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stdout + result.stderr
+    assert "in use by another tfbonemet job" in errors[0] and str(run) in errors[0]
+    assert sorted(p.name for p in run.iterdir()) == []

@@ -9,12 +9,17 @@ itself is removed when the block ends, and `sweep` removes one that a killed pro
 A lock also tells whether a process still writes to a place, on whatever machine it runs (flock over
 NFS is a POSIX lock on the server): `unless_held` takes a lock only when no process holds it, and
 `sweep` removes temporary files only where no live process holds the lock that covers them.
+
+The workers of one multi-worker training job share their run directory's lock: the chief holds it
+(`exclusive` with the job's name, from the cluster in TF_CONFIG) and every other worker `join`s it,
+so a second job, or a single `fit --resume`, naming the same run directory is refused.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -25,18 +30,18 @@ LOCK_SUFFIX = ".lock"
 
 
 @contextlib.contextmanager
-def exclusive(path, what: str) -> Iterator[Path]:
-    """Hold lock file `path` for the block; ConfigError if another process holds it (`what` names what is busy)."""
+def exclusive(path, what: str, job: str = "") -> Iterator[Path]:
+    """Hold lock file `path` for the block; ConfigError if another process holds it (`what` names what is busy).
+
+    `job` names the multi-process job the holder leads (its workers `join` the lock, other jobs are refused)."""
     path = Path(path)
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        if not _take(fd):
+            holder = _holder(fd)[0]
             os.close(fd)
             raise ConfigError(f"{what} is in use by another tfbonemet process (pid {holder}); wait for it to "
                               f"finish (its lock: {path})") from None
@@ -50,11 +55,55 @@ def exclusive(path, what: str) -> Iterator[Path]:
     try:
         with contextlib.suppress(OSError):  # the holder's pid only informs; a full disk must not stop the lock
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, f"{os.getpid()}{' ' + job if job else ''}\n".encode())
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        os.close(fd)
+
+
+def _take(fd: int, tries: int = 20) -> bool:
+    """flock `fd` exclusively; a worker's `join` holds it shared for an instant, so a few short retries."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return False
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """(pid, job) written in a held lock file ("unknown", "" when it holds neither yet)."""
+    text = os.pread(fd, 200, 0).decode(errors="replace").split()
+    return (text[0] if text else "unknown"), (text[1] if len(text) > 1 else "")
+
+
+def join(path, what: str, job: str) -> None:
+    """A worker of multi-process job `job` (which writes nothing itself) checks the lock its chief holds:
+    refused when a process of another job, or a single tfbonemet process, holds it; nothing when none does."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: no process holds it (yet)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            for _ in range(40):  # the holder writes its pid and job just after it takes the lock
+                holder, holder_job = _holder(fd)
+                if holder != "unknown":
+                    break
+                time.sleep(0.05)
+            if holder_job != job:
+                raise ConfigError(f"{what} is in use by another tfbonemet {'job' if holder_job else 'process'} "
+                                  f"(pid {holder}); wait for it to finish or give this job another --run-name "
+                                  f"(its lock: {path})") from None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)
 
 

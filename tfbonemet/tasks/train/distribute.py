@@ -70,6 +70,29 @@ def is_chief() -> bool:
     return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
 
 
+def job_id() -> str:
+    """A name every worker of one multi-worker job shares and another job's workers do not: a digest of the
+    cluster in TF_CONFIG (its hosts and ports)."""
+    import hashlib
+
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return "job-" + hashlib.sha256(json.dumps(cluster, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def join_job(config) -> None:
+    """A worker of a multi-worker job (the chief too) is refused at once when another job, or a single
+    tfbonemet process, holds the run directory it names (--run-name under --output-dir)."""
+    from pathlib import Path
+
+    from tfbonemet.io.lock import join
+    from tfbonemet.tasks.train.run_dir import RUN_LOCK
+
+    if not config.run_name:
+        raise ConfigError("strategy multi-worker needs --run-name: every worker must name the same run directory")
+    run_dir = Path(config.output_dir) / config.run_name
+    join(run_dir / RUN_LOCK, f"run {run_dir}", job_id())
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 

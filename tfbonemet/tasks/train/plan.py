@@ -91,6 +91,7 @@ def plan_fit(config: FitConfig, log=print, train_split: datasets.Split | None = 
     (cross-validation folds)."""
     validate(config)
     if config.strategy == "multi-worker":
+        distribute.join_job(config)  # refused now, before the strategy waits for the other workers
         distribute.make_strategy(config.strategy)  # before the first TensorFlow op (the intensity sample)
     train_split = train_split or datasets.open_split(config, "train")
     val_split = val_split or datasets.open_split(config, "validation")

@@ -88,6 +88,14 @@ def sweep_runs(folder, log=print) -> list[str]:
     runs = [folder] if (folder / "config.json").exists() else [
         path.parent for pattern in ("*/config.json", "*/fold-*/config.json") for path in sorted(folder.glob(pattern))]
     removed = []
+    for lock in sorted(folder.glob(f"*/{RUN_LOCK}")):  # a run folder a process killed before it wrote anything
+        if sorted(lock.parent.iterdir()) == [lock]:
+            with unless_held(lock) as free:
+                pass
+            if free and not any(lock.parent.iterdir()):
+                lock.parent.rmdir()
+                removed.append(str(lock.parent))
+                log(f"Removed {lock.parent}, an empty run folder left by a fit that was killed")
     for run_dir in runs:
         finished = all((run_dir / name).exists() for name in FINISHED)
         left = any(run_dir.glob(f".*{PART}*")) or (finished and any(

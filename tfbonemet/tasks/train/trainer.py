@@ -7,6 +7,7 @@ the best epoch by validation AUC and the decision threshold chosen on validation
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
@@ -21,8 +22,8 @@ from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import save_model, write_json, write_text
-from tfbonemet.io.lock import exclusive
+from tfbonemet.io.atomic import make_dir, save_model, write_json, write_text
+from tfbonemet.io.lock import exclusive, join
 from tfbonemet.models import finetune
 from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, read_config,
                            read_preprocessor, serving_model)
@@ -82,15 +83,27 @@ def _run_multi_worker(plan: FitPlan, log) -> Path:
     writes it, the others only read it. The same command started again (a worker restarted after a
     failure, as a cluster manager does) continues the unfinished run of the same configuration."""
     config = plan.config
-    run_dir = Path(config.output_dir) / config.run_name
-    if not distribute.is_chief():
+    run_dir, job = Path(config.output_dir) / config.run_name, distribute.job_id()
+    if not distribute.is_chief():  # reads only; refused while another job trains into the same run directory
+        join(run_dir / RUN_LOCK, f"run {run_dir}", job)
         return train_plan(plan, run_dir, log)
-    if unfinished_run(run_dir, config.to_json()):
-        log(f"Continuing {run_dir} (same configuration)")
-        return train_plan(plan, run_dir, log)
-    run_dir = make_run_dir(config)
-    _record(plan, run_dir)
-    return train_plan(plan, run_dir, log)
+    sweep_runs(config.output_dir, log)
+    make_dir(run_dir)
+    fresh = False
+    try:
+        with exclusive(run_dir / RUN_LOCK, f"run {run_dir}", job=job):  # the chief holds it for the whole job
+            if unfinished_run(run_dir, config.to_json()):
+                log(f"Continuing {run_dir} (same configuration)")
+            elif (run_dir / CONFIG_JSON).exists():
+                raise ConfigError(f"run directory {run_dir} already exists; choose another --run-name")
+            else:  # new, or left by a chief killed before it wrote anything
+                fresh = True
+                _record(plan, run_dir)
+            return train_plan(plan, run_dir, log)
+    except BaseException:
+        if fresh and not (run_dir / "history.csv").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def resume(run_dir, log=print, train_split: datasets.Split | None = None,
@@ -100,22 +113,30 @@ def resume(run_dir, log=print, train_split: datasets.Split | None = None,
     One process at a time: a second `fit --resume` of a run being trained is refused."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    with exclusive(run_dir / RUN_LOCK, f"run {run_dir}"):
+    job = distribute.job_id() if config.strategy == "multi-worker" else ""
+    writer = not job or distribute.is_chief()
+    if writer:
+        holding = exclusive(run_dir / RUN_LOCK, f"run {run_dir}", job=job)
+    else:  # a worker reads along with its job's chief, which holds the lock
+        join(run_dir / RUN_LOCK, f"run {run_dir}", job)
+        holding = contextlib.nullcontext()
+    with holding:
         try:
-            return _resume(run_dir, config, log, train_split, val_split)
+            return _resume(run_dir, config, log, train_split, val_split, writer)
         except signals.Stopped as exc:
             _resume_hint(exc, run_dir)
             raise
 
 
-def _resume(run_dir: Path, config: FitConfig, log, train_split, val_split) -> Path:
+def _resume(run_dir: Path, config: FitConfig, log, train_split, val_split, writer: bool = True) -> Path:
     if all((run_dir / name).exists() for name in FINISHED):
-        left = tidy(run_dir)
+        left = tidy(run_dir) if writer else []
         if not left:
             raise ConfigError(f"run {run_dir} has already finished")
         log(f"Run {run_dir} had finished; removed {', '.join(left)}, left by a process killed as it ended")
         return run_dir
-    tidy(run_dir, keep_best=True)
+    if writer:  # only the chief of a multi-worker job writes (the others may run on other machines)
+        tidy(run_dir, keep_best=True)
     log(f"Resuming {run_dir}")
     train_split = train_split or datasets.open_split(config, "train")
     val_split = val_split or datasets.open_split(config, "validation")
