@@ -811,3 +811,13 @@ def test_a_leftover_is_removed_only_when_its_process_is_gone(tmp_path):
         path.write_text("")
     assert sorted(sweep(tmp_path)) == sorted(dead)
     assert sorted(tmp_path.iterdir()) == sorted(alive)
+
+
+def test_another_programs_files_are_never_swept(tmp_path):
+    from tfbonemet.io.lock import sweep
+
+    foreign = [tmp_path / ".editor.lock", tmp_path / ".download.part"]
+    foreign[0].write_text("host=laptop user=someone\n")
+    foreign[1].write_text("a download in progress")
+    assert sweep(tmp_path) == []
+    assert sorted(tmp_path.iterdir()) == sorted(foreign)

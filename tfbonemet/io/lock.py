@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -120,6 +121,15 @@ def unless_held(path) -> Iterator[bool]:
         yield True
 
 
+def _ours(lock: Path) -> bool:
+    """Whether a lock file is one `exclusive` wrote: empty, or its holder's pid and job (another program's
+    lock file is never touched)."""
+    try:
+        return lock.is_file() and re.fullmatch(r"(\d+( \S+)?\n?)?", lock.read_text(errors="replace")) is not None
+    except OSError:
+        return False
+
+
 def sweep(folder, log=None) -> list[Path]:
     """Remove what killed processes left in `folder`: lock files no process holds, and temporary files
     (`.NAME.<pid>….part…`) whose process has gone, except those under a lock a live process holds.
@@ -129,10 +139,13 @@ def sweep(folder, log=None) -> list[Path]:
         return []
     removed, busy = [], []
     for lock in sorted(folder.glob(f".*{LOCK_SUFFIX}")):
+        if not _ours(lock):
+            continue  # another program's lock file
         with unless_held(lock) as free:
             (removed if free else busy).append(lock)  # a free lock file goes when the block ends
     busy_names = tuple(lock.name[:-len(LOCK_SUFFIX)] + "." for lock in busy)
-    removed += remove_stale(folder, f".*{PART}*", keep=lambda path: path.name.startswith(busy_names))
+    removed += remove_stale(folder, f".*{PART}*", keep=lambda path: path.name.startswith(busy_names) or not any(
+        part.isdigit() for part in path.name.split(".")))  # a temporary name holds its writer's pid
     for path in removed:
         if log and path.suffix != LOCK_SUFFIX:
             log(f"Removed {path}, left by a process that was killed")
