@@ -107,7 +107,7 @@ def test_data_build_onto_a_full_disk_leaves_no_partial_dataset(studies, small_di
     one_error(["data", "build", "--dataset", "bone_scintigraphy", "--manual-dir", studies, "--data-dir", data_dir],
               str(small_disk))
     config_dir = data_dir / "bone_scintigraphy" / "binary"
-    assert not (config_dir / "1.0.0").exists()
+    assert not config_dir.exists()  # a first build: not even its empty folder stays
     assert staging(small_disk) == []
 
 

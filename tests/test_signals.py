@@ -118,6 +118,21 @@ def test_stopped_export_leaves_no_staging_and_keeps_the_last_version(tiny_run_di
     assert leftovers(tmp_path) == []
 
 
+def test_a_fit_stopped_before_its_first_epoch_ends_leaves_no_run(tmp_path, monkeypatch):
+    """history.csv is opened as training starts: a stop before an epoch has finished keeps no run directory
+    (nothing to resume) and says nothing about a best model."""
+    import keras
+
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_train_begin",
+                        send_after(1, signal.SIGTERM, keras.callbacks.CSVLogger.on_train_begin))
+    code, output = invoke(["fit", "--num-studies", "16", "--image-size", "64", "32", "--epochs", "3",
+                           "--batch-size", "4", "--model-option", "filters=[4,8]", "--output-dir", tmp_path / "runs",
+                           "--run-name", "stopped"])
+    assert code == 143, output
+    assert "nothing half-written was kept" in stopped(output, signal.SIGTERM)
+    assert not (tmp_path / "runs" / "stopped").exists()
+
+
 def test_stopped_data_build_leaves_no_partial_dataset(phantom, tmp_path, monkeypatch):
     import tfds_builders.bone_scintigraphy.bone_scintigraphy_dataset_builder as builder
 

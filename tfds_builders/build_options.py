@@ -43,11 +43,15 @@ class BuildOptions:
 
         sweep_builds(self.data_dir_root)
         config_dir = make_dir(Path(self.data_dir).parent)
-        with exclusive(config_dir / BUILD_LOCK, f"dataset {config_dir}"):
-            remove_stale(config_dir, ".building.[0-9]*")  # markers of builds before the lock
-            for stale in config_dir.glob(f"{INCOMPLETE_PREFIX}*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            return super().download_and_prepare(*args, **kwargs)
+        try:
+            with exclusive(config_dir / BUILD_LOCK, f"dataset {config_dir}"):
+                remove_stale(config_dir, ".building.[0-9]*")  # markers of builds before the lock
+                for stale in config_dir.glob(f"{INCOMPLETE_PREFIX}*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                return super().download_and_prepare(*args, **kwargs)
+        finally:
+            if config_dir.is_dir() and not any(config_dir.iterdir()):  # a first build that failed
+                config_dir.rmdir()
 
 
 BUILD_LOCK = ".building.lock"

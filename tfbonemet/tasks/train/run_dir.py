@@ -57,6 +57,15 @@ def unfinished_run(run_dir: Path, config_json: str) -> bool:
             and not all((run_dir / name).exists() for name in FINISHED))
 
 
+def epoch_finished(run_dir: Path) -> bool:
+    """Whether the run has finished an epoch (history.csv, which training opens at its start, has a row)."""
+    try:
+        with (Path(run_dir) / "history.csv").open() as fh:
+            return sum(1 for line in fh if line.strip()) > 1
+    except OSError:
+        return False
+
+
 def backed_up_epoch(backup_dir: Path) -> int | None:
     """Epochs finished according to a BackupAndRestore directory (None if there is no backup)."""
     meta = backup_dir / "training_metadata.json"

@@ -32,8 +32,8 @@ from tfbonemet.tasks.train.callbacks import (BestCheckpoint, EpochBackup, Random
                                              RestoreOnly, ValidationAUC, averaged_weights, diverged_error)
 from tfbonemet.tasks.train.plan import FitPlan, make_plan, plan_fit
 from tfbonemet.tasks.train.recipe import Stage, compile_model, fit_recipe, weight_average_momentum
-from tfbonemet.tasks.train.run_dir import (FINISHED, RUN_LOCK, backed_up_epoch, make_run_dir, read_history, sweep_runs,
-                                           tidy, unfinished_run)
+from tfbonemet.tasks.train.run_dir import (FINISHED, RUN_LOCK, backed_up_epoch, epoch_finished, make_run_dir,
+                                           read_history, sweep_runs, tidy, unfinished_run)
 from tfbonemet.tasks.train.tensorboard import tensorboard_callbacks, write_training_curves
 
 
@@ -58,7 +58,7 @@ def run_plan(plan: FitPlan, log) -> Path:
             _record(plan, run_dir)
             return train_plan(plan, run_dir, log)
     except BaseException as exc:
-        if not (run_dir / "history.csv").exists():
+        if not epoch_finished(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             _resume_hint(exc, run_dir)
@@ -101,7 +101,7 @@ def _run_multi_worker(plan: FitPlan, log) -> Path:
                 _record(plan, run_dir)
             return train_plan(plan, run_dir, log)
     except BaseException:
-        if fresh and not (run_dir / "history.csv").exists():
+        if fresh and not epoch_finished(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
