@@ -742,8 +742,8 @@ def test_the_next_predictions_in_a_folder_clear_what_killed_ones_left(ctx, tmp_p
     out = tmp_path / "predictions"
     out.mkdir()
     left = [out / f".killed.csv.{_dead_pid()}.a1b2c3d4.part", out / ".killed.csv.lock"]
-    for path in left:
-        path.write_text("half a file")
+    left[0].write_text("half a file")
+    left[1].write_text(f"{_dead_pid()}\n")
     busy = [out / f".busy.csv.{_dead_pid()}.e5f6g7h8.part", held_by_another(out / ".busy.csv.lock")]
     busy[0].write_text("a live process on another machine writes this")
     result = CliRunner().invoke(cli, ["predict", str(ctx["run"]), str(ctx["nm"]), "-o", str(out / "new.csv")])
