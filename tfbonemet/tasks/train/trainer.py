@@ -22,7 +22,7 @@ from tfbonemet import metrics as metrics_lib
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
-from tfbonemet.io.atomic import make_dir, save_model, write_json, write_text
+from tfbonemet.io.atomic import check_writable, make_dir, save_model, write_json, write_text
 from tfbonemet.io.lock import exclusive, join
 from tfbonemet.models import finetune
 from tfbonemet.run import (CONFIG_JSON, PREPROCESSOR_JSON, SERVING_PRECISION, load_keras_model, read_config,
@@ -43,6 +43,7 @@ def fit(config: FitConfig, log=print, train_split: datasets.Split | None = None,
 
     `train_split`/`val_split` replace the configured source's splits (cross-validation folds).
     """
+    check_writable(config.output_dir)  # before the splits are read and the execution probe runs
     return run_plan(plan_fit(config, log, train_split, val_split), log)
 
 
