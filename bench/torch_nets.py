@@ -3,16 +3,22 @@
 Runs under a separate interpreter that has torch, torchvision and MONAI (never tfbonemet's venv:
 TensorFlow and torch 2.x in one process segfault, and the package must not depend on torch):
 
-    python3 -m venv /work/torchenv && /work/torchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 monai
+    python3 -m venv /work/torchenv && /work/torchenv/bin/pip install torch torchvision monai numpy
+
+torchvision must be the build made for that torch (a CUDA torchvision does not load beside a CPU-only
+torch); two_view_net, dscint, densenet121 and xception need no torchvision.
 
 Counterparts: MONAI DenseNet121; torchvision VGG16 (conv base), ResNet50, InceptionV3 and
 EfficientNetV2-S with tfbonemet's heads; plain-torch replicas of two_view_net, Dscint and Xception
 (torchvision has no Xception), layer for layer as keras.applications / tfbonemet build them.
 Single-channel inputs are repeated to three channels as tfbonemet's `repeat` adapter does.
+Precision: float32, or bfloat16 as torch users train with it: `torch.autocast("cpu", dtype=torch.bfloat16)`
+around forward and loss, float32 weights, backward and optimizer step outside it.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -130,17 +136,19 @@ class RepeatChannels(nn.Module):
 
 def counterpart(name: str, size) -> tuple[nn.Module, str]:
     """(torch module taking tfbonemet's inputs, its label) for a registered tfbonemet model name."""
-    import torchvision.models as tv
-    from monai.networks.nets import DenseNet121
-
-    gap_head = lambda c, classes=2, p=0.2: [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p),  # noqa: E731
-                                           nn.Linear(c, classes)]
     if name == "two_view_net":
         return TwoView(size), "plain torch replica"
     if name == "dscint":
         return dscint(), "plain torch replica"
+    if name == "xception":
+        return RepeatChannels(xception()), "plain torch replica"
     if name == "densenet121":
+        from monai.networks.nets import DenseNet121
         return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2), "monai.networks.nets.DenseNet121"
+    import torchvision.models as tv  # only the nets below need it
+
+    gap_head = lambda c, classes=2, p=0.2: [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p),  # noqa: E731
+                                           nn.Linear(c, classes)]
     if name == "vgg16":
         return RepeatChannels(nn.Sequential(tv.vgg16().features, *gap_head(512))), "torchvision vgg16 features"
     if name == "yim_vgg16":
@@ -154,21 +162,24 @@ def counterpart(name: str, size) -> tuple[nn.Module, str]:
             "torchvision inception_v3"
     if name == "efficientnetv2_s":
         return RepeatChannels(tv.efficientnet_v2_s(num_classes=2)), "torchvision efficientnet_v2_s"
-    if name == "xception":
-        return RepeatChannels(xception()), "plain torch replica"
     raise SystemExit(f"no torch counterpart for {name!r}")
 
 
-class Stepper:
-    """Adam 1e-4 training steps on one random batch (channels-first, float32)."""
+WARMUP_STEPS = 3  # after the first step, as tfbonemet.execution.FitStepper warms up Keras' side
 
-    def __init__(self, name, size, batch_size, channels_last=False):
+
+class Stepper:
+    """Adam 1e-4 training steps on one random batch (channels-first unless asked), float32 or bfloat16 autocast."""
+
+    def __init__(self, name, size, batch_size, precision="float32", channels_last=False):
         self.model, self.label = counterpart(name, size)
         views = 2 if name == "two_view_net" else 1
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=fmt)
         self.inputs = [torch.rand(batch_size, 1, *size).contiguous(memory_format=fmt) for _ in range(views)]
-        classes = self.model(*self.inputs).shape[-1]
+        self.bf16 = precision == "bfloat16"
+        with torch.no_grad():
+            classes = self.model(*self.inputs).shape[-1]
         self.labels = torch.randint(0, classes, (batch_size,))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.loss = nn.CrossEntropyLoss()
@@ -176,7 +187,9 @@ class Stepper:
 
     def step(self):
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss(self.model(*self.inputs), self.labels).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss(self.model(*self.inputs), self.labels)
+        loss.backward()
         self.optimizer.step()
 
     def seconds_per_step(self, steps: int) -> float:
@@ -187,22 +200,27 @@ class Stepper:
 
 
 def main() -> None:
-    """Line protocol on stdin/stdout: one JSON line when ready, then `N` -> seconds per step over N steps."""
+    """Line protocol on stdin/stdout: one JSON line when warmed up, then `N` -> seconds per step over N steps."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", required=True)
     parser.add_argument("--size", type=int, nargs=2, required=True)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    stepper = Stepper(args.net, tuple(args.size), args.batch_size, args.channels_last)
+    stepper = Stepper(args.net, tuple(args.size), args.batch_size, args.precision, args.channels_last)
     stepper.seconds_per_step(1)
+    stepper.seconds_per_step(WARMUP_STEPS)
     import monai
     from bench_monai import serve  # imports neither framework
-    serve({"label": stepper.label, "warm_s": stepper.seconds_per_step(1),
-           "version": f"torch {torch.__version__} ({torch.get_num_threads()} threads), monai {monai.__version__}"},
+    omp = os.environ.get("OMP_WAIT_POLICY", "default")
+    serve({"label": stepper.label, "precision": args.precision, "threads": torch.get_num_threads(),
+           "warm_s": stepper.seconds_per_step(1),
+           "version": f"torch {torch.__version__} ({torch.get_num_threads()} threads, OpenMP wait policy {omp}), "
+                      f"monai {monai.__version__}"},
           stepper.seconds_per_step)
 
 
