@@ -162,3 +162,48 @@ def test_killed_worker_restarts_and_the_run_completes_without_losing_or_repeatin
     assert [int(r["epoch"]) for r in history(run_dir)] == list(range(epochs))
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == epochs
     assert not (run_dir / "backup").exists()
+
+
+def listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_worker_waiting_for_its_peer_stops_on_sigterm(tmp_path):
+    """The chief of a two-worker job whose other worker never starts waits for it (TensorFlow's own wait
+    holds the GIL: no Python signal handler would run); SIGTERM then stops it as it stops any command:
+    one line, exit status 143, no traceback, no lock file and no run directory left."""
+    out = tmp_path / "runs"
+    hosts = Cluster({}, tmp_path).hosts
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": 0}})}
+    command = [sys.executable, "-c", RESUME, "fit", "--strategy", "multi-worker", "--num-studies", "48",
+               "--image-size", "64", "32", "--batch-size", "8", "--run-name", "mw", "--output-dir", str(out)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not listening(hosts[0]):  # up and waiting for worker 1 (which never starts)
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"still running 120 s after SIGTERM:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Waiting for 1 other worker(s) of the job to start: " + hosts[1] in stdout
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: stopped by SIGTERM; nothing half-written was kept"], stderr[-3000:]
+    assert "Traceback" not in stderr + stdout
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".lock")] and not (out / "mw").exists()

@@ -63,6 +63,16 @@ def deferred() -> Iterator[None]:
             _stop(pending, None)
 
 
+def reclaim() -> None:
+    """Point SIGTERM and SIGINT back at Python where its handler is `_stop` (main thread only). Creating a
+    multi-worker strategy installs TensorFlow's own SIGTERM handler (its preemption notifier, which only
+    logs "SIGTERM caught") over Python's, which would leave a training worker deaf to SIGTERM."""
+    if threading.current_thread() is threading.main_thread():
+        for each in SIGNALS:
+            if signal.getsignal(each) is _stop:
+                signal.signal(each, _stop)
+
+
 def exit_status(exc: KeyboardInterrupt) -> int:
     """128 + the signal's number, as a shell reports a process ended by that signal."""
     return 128 + getattr(exc, "signum", signal.SIGINT)

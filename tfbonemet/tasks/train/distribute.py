@@ -55,8 +55,96 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 @functools.cache
 def _multi_worker_strategy() -> tf.distribute.Strategy:
     """One per process: collectives must be configured before TensorFlow runs its first op, so `fit`
-    creates it before it reads any study, and training reuses it."""
-    return _MultiWorkerMirroredStrategy()
+    creates it before it reads any study, and training reuses it.
+
+    Creating it waits inside TensorFlow's C++ until every worker has joined, holding the GIL: no Python
+    code, signal handlers included, runs meanwhile, in any thread. So the workers first wait for each
+    other here, in Python, where SIGTERM and Ctrl-C stop the command as everywhere else."""
+    from tfbonemet import signals
+
+    wait_for_peers()
+    strategy = _MultiWorkerMirroredStrategy()
+    signals.reclaim()  # TensorFlow's SIGTERM handler replaced Python's
+    return strategy
+
+
+def _addresses() -> tuple[str | None, list[str]]:
+    """(this worker's address, the other workers' and chief's addresses) from TF_CONFIG."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+    mine, peers = None, []
+    for job in ("chief", "worker"):
+        for index, address in enumerate(cluster.get(job, [])):
+            if job == task.get("type") and index == task.get("index", 0):
+                mine = address
+            else:
+                peers.append(address)
+    return mine, peers
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _reachable(address: str, timeout: float = 0.5) -> bool:
+    import socket
+    import struct
+
+    try:
+        with socket.create_connection(_host_port(address), timeout=timeout) as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # no TIME_WAIT left
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_peers(poll_s: float = 0.2) -> None:
+    """Return once every other worker of the cluster in TF_CONFIG accepts connections on its address.
+
+    Meanwhile this worker answers on its own address (a plain listening socket, closed before TensorFlow
+    binds the port), so workers waiting for each other all see each other. A peer that has already gone
+    on into TensorFlow answers from its gRPC server. If this worker's port cannot be bound here, the
+    wait is left to TensorFlow (which reports the busy port itself)."""
+    import socket
+    import struct
+    import time
+
+    mine, peers = _addresses()
+    if not peers:
+        return
+    listener = None
+    if mine:
+        try:
+            listener = socket.socket(socket.AF_INET6 if ":" in _host_port(mine)[0] else socket.AF_INET)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("", _host_port(mine)[1]))
+            listener.listen(16)
+            listener.setblocking(False)
+        except (OSError, ValueError):
+            if listener is not None:
+                listener.close()
+            return
+    try:
+        waiting, told = list(peers), False
+        while waiting:
+            while listener is not None:
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            waiting = [address for address in waiting if not _reachable(address)]
+            if waiting:
+                if not told:
+                    print(f"Waiting for {len(waiting)} other worker(s) of the job to start: {', '.join(waiting)}",
+                          flush=True)
+                    told = True
+                time.sleep(poll_s)
+    finally:
+        if listener is not None:
+            listener.close()
 
 
 def is_chief() -> bool:
