@@ -1,4 +1,6 @@
 """TensorBoard summaries (PR curves, val AUC, CAM images, HParams) and training_curves.png."""
+import types
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,8 @@ def logged(tiny_run_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("tb")
     split = open_split(run.config, "validation")
     validation = ValidationAUC(split.batches(run.preprocessor, BatchConfig(batch_size=8), training=False,
-                                             task=run.config.task), split.task_labels(run.config.task))
+                                             task=run.config.task), split.task_labels(run.config.task),
+                               loss=lambda probabilities: 0.0)
     callbacks = [validation, *tensorboard.tensorboard_callbacks(out, validation, split, run.preprocessor, run.config,
                                                                 cam_studies=2)]
     for callback in callbacks:
@@ -91,3 +94,20 @@ def test_fit_writes_curves_and_validation_summaries(tiny_run_dir):
     assert (tiny_run_dir / "training_curves.png").stat().st_size > 0
     accumulator = _tags(tiny_run_dir / "logs" / "validation")
     assert "pr_curves/metastasis" in accumulator.Tags()["tensors"]
+
+
+def test_cam_images_follow_the_best_epoch_so_far(tmp_path, monkeypatch):
+    """CAM overlays cost a model clone and a gradient pass: written only when validation AUC improves."""
+    labels = np.array([0, 0, 1, 1])
+    aucs = {0: [0.1, 0.6, 0.4, 0.9], 1: [0.1, 0.9, 0.6, 0.4], 2: [0.1, 0.2, 0.6, 0.9], 3: [0.1, 0.6, 0.4, 0.9]}
+    validation = types.SimpleNamespace(labels=labels, probabilities=None)
+    summaries = tensorboard.ValidationSummaries(tmp_path, validation, ("no_metastasis", "metastasis"), None,
+                                                {"validation-1": {}})
+    drawn = []
+    monkeypatch.setattr(summaries, "_cams", drawn.append)
+    summaries.on_train_begin()
+    for epoch, positive in aucs.items():  # validation AUC 0.75, 0.5, 1.0, 0.75
+        p = np.array(positive)
+        validation.probabilities = np.stack([1 - p, p], axis=1)
+        summaries.on_epoch_end(epoch, {})
+    assert drawn == [0, 2]

@@ -66,8 +66,16 @@ class Split:
         keep = np.asarray(keep, bool)
         mask = tf.constant(keep)
 
+        def kept(index, element):
+            return tf.gather(mask, index)
+
+        def study(index, record):
+            return record
+
         def records(views):
-            return self.records(views).enumerate().filter(lambda i, e: tf.gather(mask, i)).map(lambda i, e: e)
+            # a filter hides the length; stated again, Keras knows where an epoch over the subset ends
+            ds = self.records(views).enumerate().filter(kept).map(study)
+            return ds.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
         boxes = None if self.lesion_boxes is None else [b for b, k in zip(self.lesion_boxes, keep) if k]
         return Split(self.labels[keep], self.class_names, records, self.keys[keep], self.patients[keep],
                      self.shapes[keep], boxes)

@@ -19,16 +19,16 @@ from tfbonemet.tasks.train.run_dir import backed_up_epoch
 
 
 class ValidationAUC(keras.callbacks.Callback):
-    """Adds `val_auc` (scikit-learn ROC AUC, one-vs-rest macro for multiclass) to each epoch's logs.
+    """Predicts the validation split once per epoch and adds `val_auc` (scikit-learn ROC AUC, one-vs-rest
+    macro for multiclass), `val_loss` (`loss`: probabilities -> mean loss) and `val_accuracy` to its logs.
 
     A diverged model (NaN probabilities) stops training with a clear message; the best checkpoint
     written so far is kept. Under multi-worker training every worker predicts the whole split
     itself and all act on the chief's figures (and stop if any worker diverged), so all stop at
-    the same epoch; there `loss` (probabilities -> mean validation loss) is given and val_loss and
-    val_accuracy are added here too, since fit then gets no validation data (see trainer).
+    the same epoch.
     """
 
-    def __init__(self, dataset, labels, loss: Callable[[np.ndarray], float] | None = None):
+    def __init__(self, dataset, labels, loss: Callable[[np.ndarray], float]):
         super().__init__()
         self.dataset = dataset
         self.labels = np.asarray(labels)
@@ -49,10 +49,8 @@ class ValidationAUC(keras.callbacks.Callback):
             self.model.stop_training = True
             logs["val_auc"] = float("nan")
             return
-        if self.loss is not None:
-            logs["val_loss"] = distribute.chief_value(strategy, self.loss(probabilities))
-            logs["val_accuracy"] = distribute.chief_value(
-                strategy, float(np.mean(probabilities.argmax(-1) == self.labels)))
+        logs["val_loss"] = distribute.chief_value(strategy, self.loss(probabilities))
+        logs["val_accuracy"] = distribute.chief_value(strategy, float(np.mean(probabilities.argmax(-1) == self.labels)))
         logs["val_auc"] = distribute.chief_value(
             strategy, metrics_lib.classification_metrics(self.labels, probabilities)["auc"])
 

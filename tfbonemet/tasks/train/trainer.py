@@ -218,15 +218,13 @@ def _train_stage(plan: FitPlan, model, stage: Stage, run_dir: Path, log) -> int 
         return ds
 
     train_ds = distribute.distribute_input(strategy, worker_input)
-    if config.loss == "focal":
-        val_ds = val_ds.map(lambda x, y: (x, keras.ops.one_hot(y, num_classes)))
     scores = [float(row["val_auc"]) for row in history if row.get("val_auc") not in (None, "", "nan")]
-    validation_loss = None
-    if multi_worker:  # Keras' evaluate under MultiWorkerMirroredStrategy fails on uneven validation batches
-        loss = keras.losses.get(model.loss)
-        targets = keras.ops.one_hot(y_val, num_classes) if config.loss == "focal" else y_val
-        validation_loss = lambda probabilities: float(np.mean(loss(targets, probabilities)))  # noqa: E731
-    validation = ValidationAUC(val_ds, y_val, validation_loss)
+    # the split is predicted once per epoch, by ValidationAUC, and every validation figure comes from that pass:
+    # Keras' own validation pass would predict it a second time (and under MultiWorkerMirroredStrategy it
+    # fails on uneven validation batches)
+    loss = keras.losses.get(model.loss)
+    targets = keras.ops.one_hot(y_val, num_classes) if config.loss == "focal" else y_val
+    validation = ValidationAUC(val_ds, y_val, lambda probabilities: float(np.mean(loss(targets, probabilities))))
     checkpoint, logs, stopping = [], [], []
     if writer:  # only the chief writes the run directory
         checkpoint = [BestCheckpoint(
@@ -248,7 +246,7 @@ def _train_stage(plan: FitPlan, model, stage: Stage, run_dir: Path, log) -> int 
     # and out again before the backups, which keep the raw weights and the average apart
     swap_in, swap_out = averaged_weights() if weight_average_momentum(config, steps) else ([], [])
     callbacks = [*swap_in, validation, *checkpoint, *stopping, *logs, *swap_out, *backups]
-    model.fit(train_ds, validation_data=None if multi_worker else val_ds, epochs=stage.last_epoch,
+    model.fit(train_ds, epochs=stage.last_epoch,
               initial_epoch=stage.first_epoch, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
     return validation.diverged_at
