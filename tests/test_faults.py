@@ -464,6 +464,34 @@ def test_resume_fault(name, ctx):
     run_case(RESUME, name, ctx, ["fit", "--resume"])
 
 
+def _labels_naming_a_missing_file(c) -> Path:
+    folder = _folder(c, "xrays-listed")
+    (folder / "labels.csv").write_text("file,label\nmissing.png,PNEUMONIA\n")
+    return folder
+
+
+PRETRAIN = {
+    "chest X-rays not built": lambda c: (["--data-dir", c["tmp"] / "no-xrays"], ["chest_xray", "not built"]),
+    "empty folder of X-rays": lambda c: (["--data-dir", c["tmp"] / "xrays-1", "--manual-dir",
+                                          _folder(c, "no-images")], ["no-images", "no source files"]),
+    "labels.csv naming a missing image": lambda c: (["--data-dir", c["tmp"] / "xrays-2", "--manual-dir",
+                                                     _labels_naming_a_missing_file(c)], ["labels.csv", "missing.png"]),
+    "bone scans instead of X-rays": lambda c: (["--data", "tfds:bone_scintigraphy/binary"],
+                                               ["bone_scintigraphy", "chest x-ray"]),
+    "output dir unwritable": lambda c: (["--output-dir", c["unwritable"] / "runs", "--data-dir",
+                                         c["tmp"] / "no-xrays"], ["runs", "cannot write"]),
+    "learning rate 1e12": lambda c: (["--learning-rate", "1e12"], ["learning_rate", "diverge"]),
+    "--run-name escaping": lambda c: (["--run-name", "../../x"], ["../../x", "plain folder name"]),
+}
+
+
+@pytest.mark.parametrize("name", PRETRAIN)
+def test_pretrain_fault(name, ctx, secret):
+    run_case(PRETRAIN, name, ctx, ["pretrain", "--epochs", "1", "--image-size", "64", "32", "--output-dir",
+                                   ctx["tmp"] / "pretrain-runs"])
+    assert not (ctx["tmp"] / "pretrain-runs").exists()  # refused before any run directory
+
+
 def _dead_pid() -> int:
     """The process id of a process that has ended (what a killed run's temporary names hold)."""
     import subprocess
@@ -675,7 +703,6 @@ def test_evaluate_refuses_an_unwritable_output_before_predicting(ctx):
 # Commands with no case here, and why; any other command must have bad-input cases above.
 WITHOUT_FAULT_CASES = {
     "presets": "lists the shipped presets or prints one; reads no file of the user's",
-    "pretrain": "not covered here yet: its options are fit's, its data a TFDS chest X-ray build",
 }
 
 
@@ -688,7 +715,7 @@ def test_every_command_meets_bad_input():
             yield from (commands(command, f"{prefix}{name} ") if isinstance(command, click.Group)
                         else [prefix + name])
 
-    covered = {"predict", "data build", "data phantom", "fit", *CONSUMERS, "models", "cv"}
+    covered = {"predict", "data build", "data phantom", "fit", "pretrain", *CONSUMERS, "models", "cv"}
     assert set(commands(cli)) - covered == set(WITHOUT_FAULT_CASES)
 
 

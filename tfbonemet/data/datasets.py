@@ -180,6 +180,8 @@ def tfds_builder(data: str, data_dir: str | None, manual_dir: str | None = None)
         if not manual_dir:
             raise DataError(f"TFDS dataset {name!r} is not built in {data_dir or 'the default data_dir'}; "
                             f"pass the folder of source files as manual_dir (--manual-dir) to build it")
+        if not any(Path(manual_dir).iterdir()):
+            raise DataError(f"{manual_dir} is empty: no source files to build TFDS dataset {name!r} from")
         try:
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
         except Exception as exc:

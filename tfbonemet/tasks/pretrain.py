@@ -16,6 +16,7 @@ from keras import layers
 from tfbonemet.config import FitConfig
 from tfbonemet.data import datasets
 from tfbonemet.errors import ConfigError
+from tfbonemet.io.atomic import check_writable
 from tfbonemet.models import MODELS, build_model, finetune, input_convention
 from tfbonemet.run import preprocessor_for, validate
 from tfbonemet.tasks.train.recipe import Recipe
@@ -23,6 +24,7 @@ from tfbonemet.tasks.train.plan import make_plan
 from tfbonemet.tasks.train.trainer import run_plan
 
 BACKBONE_FILE = "backbone.keras"
+CHEST_XRAY = "chest_xray"  # tfds_builders/chest_xray
 
 
 def pretraining_model(config: FitConfig, num_classes: int) -> keras.Model:
@@ -40,11 +42,12 @@ def pretraining_model(config: FitConfig, num_classes: int) -> keras.Model:
 
 def pretrain(config: FitConfig, log=print) -> Path:
     """Train the backbone of `config.model` on `config.data` (a chest_xray TFDS build); returns the run dir."""
-    if not datasets.tfds_name(config.data):
-        raise ConfigError(f"pre-training needs a chest X-ray TFDS dataset (tfds:chest_xray), got {config.data!r}")
+    if (datasets.tfds_name(config.data) or "").split("/")[0] != CHEST_XRAY:
+        raise ConfigError(f"pre-training needs a chest X-ray TFDS dataset (tfds:{CHEST_XRAY}), got {config.data!r}")
     if not config.image_height:
         raise ConfigError("pre-training needs an explicit image size (--image-size H W)")
     validate(config)
+    check_writable(config.output_dir)  # before the data are read or built
     if not MODELS[config.model].pretrainable:
         raise ConfigError(f"model {config.model!r} has no backbone to pre-train")
     train_split, val_split = datasets.open_split(config, "train"), datasets.open_split(config, "validation")
