@@ -473,7 +473,7 @@ def _labels_naming_a_missing_file(c) -> Path:
 PRETRAIN = {
     "chest X-rays not built": lambda c: (["--data-dir", c["tmp"] / "no-xrays"], ["chest_xray", "not built"]),
     "empty folder of X-rays": lambda c: (["--data-dir", c["tmp"] / "xrays-1", "--manual-dir",
-                                          _folder(c, "no-images")], ["no-images", "no source files"]),
+                                          _folder(c, "no-images")], ["no-images", "is empty", "nothing to build"]),
     "labels.csv naming a missing image": lambda c: (["--data-dir", c["tmp"] / "xrays-2", "--manual-dir",
                                                      _labels_naming_a_missing_file(c)], ["labels.csv", "missing.png"]),
     "bone scans instead of X-rays": lambda c: (["--data", "tfds:bone_scintigraphy/binary"],

@@ -54,10 +54,11 @@ def build(dataset, manual_dir, data_dir, config, skip_bad, allow_public_secret):
     """
     import tensorflow_datasets as tfds
 
+    from tfbonemet.data.datasets import check_not_empty
+
     if config and dataset not in CONFIGURED:
         raise click.UsageError(f"--config applies to {', '.join(CONFIGURED)}, not {dataset}")
-    if not any(Path(manual_dir).iterdir()):  # TFDS would stop with its manual-download instructions
-        raise DataError(f"{manual_dir}: is empty: nothing to build {dataset} from")
+    check_not_empty(manual_dir, dataset)
     try:
         builder = make_builder(dataset, config, data_dir, skip_bad, allow_public_secret)
     except Exception:  # TFDS reads a version already built there: its dataset_info.json may be damaged

@@ -180,14 +180,19 @@ def tfds_builder(data: str, data_dir: str | None, manual_dir: str | None = None)
         if not manual_dir:
             raise DataError(f"TFDS dataset {name!r} is not built in {data_dir or 'the default data_dir'}; "
                             f"pass the folder of source files as manual_dir (--manual-dir) to build it")
-        if not any(Path(manual_dir).iterdir()):
-            raise DataError(f"{manual_dir} is empty: no source files to build TFDS dataset {name!r} from")
+        check_not_empty(manual_dir, name)
         try:
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
         except Exception as exc:
             raise DataError(f"cannot build TFDS dataset {name!r} from {manual_dir}: "
                             f"{str(exc).splitlines()[0]}") from None
     return builder
+
+
+def check_not_empty(manual_dir, name: str) -> None:
+    """An empty source folder is named as such (TFDS would stop with its manual-download instructions)."""
+    if not any(Path(manual_dir).iterdir()):
+        raise DataError(f"{manual_dir}: is empty: nothing to build {name} from")
 
 
 def damaged_description(name: str, data_dir: str | None) -> DataError | None:
