@@ -40,7 +40,8 @@ def source(root, **overrides):
     return resolve(overrides={"data": "tfds:bone_scintigraphy/binary", "data_dir": str(root / "tfds"), **overrides})
 
 
-@pytest.fixture(scope="module", params=CROPS)
+# the uncropped whole-body run is in the slow suite: the thorax run takes the same steps, plus the crop
+@pytest.fixture(scope="module", params=[pytest.param("none", marks=pytest.mark.slow), "thorax"])
 def trained(request, dicom_tfds):
     """A one-epoch run on the TFDS build, with or without the thoracic crop, referring half the studies."""
     from tfbonemet.tasks.train.trainer import fit
