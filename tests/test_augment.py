@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfbonemet.preprocessing.augment import STANDARD, AugmentConfig, augment_batch, make_augment
+from tfbonemet.preprocessing.augment import (STANDARD, AugmentConfig, affine_transforms, augment_batch,
+                                            copy_whole_pixels, make_augment)
 from tfbonemet.errors import ConfigError
 
 SEED = tf.constant([7, 3], tf.int64)
@@ -79,11 +80,12 @@ def test_counting_noise_has_poisson_variance_in_count_units():
     assert linear.std() == pytest.approx(np.sqrt(level / counts), rel=0.05)
 
 
-def test_intensity_gain_stays_in_range():
-    batch = {"image": tf.fill([64, 8, 8, 1], 0.5)}
-    out = np.asarray(augment_batch(batch, SEED, AugmentConfig(intensity=0.2), normalisation="linear")["image"])
-    gains = out[:, 0, 0, 0] / 0.5
+def test_intensity_gain_stays_in_range_and_is_shared_by_the_views():
+    batch = {"image": tf.fill([64, 8, 8, 1], 0.5), "other": tf.fill([64, 8, 8, 1], 0.25)}
+    out = augment_batch(batch, SEED, AugmentConfig(intensity=0.2), normalisation="linear")
+    gains = np.asarray(out["image"])[:, 0, 0, 0] / 0.5
     assert gains.min() >= 0.8 - 1e-6 and gains.max() <= 1.2 + 1e-6 and gains.std() > 0.05
+    np.testing.assert_allclose(np.asarray(out["other"])[:, 0, 0, 0] / 0.25, gains, rtol=1e-6)  # a study's views alike
 
 
 def test_one_projective_transform_per_batch():
@@ -93,6 +95,9 @@ def test_one_projective_transform_per_batch():
     graph = fn.get_concrete_function({"anterior": spec, "posterior": spec}, tf.TensorSpec([2], tf.int64)).graph
     ops = [op.type for op in graph.get_operations()]
     assert ops.count("ImageProjectiveTransformV3") == 1
+    default = tf.function(lambda x, seed: augment_batch(x, seed, AugmentConfig(flip_left_right=True, translation=0.03)))
+    graph = default.get_concrete_function({"anterior": spec, "posterior": spec}, tf.TensorSpec([2], tf.int64)).graph
+    assert "ImageProjectiveTransformV3" not in [op.type for op in graph.get_operations()]  # flips and shifts gather
 
 
 @pytest.mark.parametrize("values", [{"spin": 1}, {"rotation": -1}, {"scale": 1.5}])
@@ -106,3 +111,19 @@ def test_flips_and_shifts_alone_copy_whole_pixels():
     out = np.asarray(augment_batch(batch, SEED, AugmentConfig(translation=0.1, flip_left_right=True))["anterior"])
     assert set(np.unique(out)) <= {0.0, 1.0}  # no interpolated values
     np.testing.assert_array_equal(out.sum(axis=(1, 2, 3)), np.asarray(batch["anterior"]).sum(axis=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("height, width", [(64, 32), (33, 17)])
+@pytest.mark.parametrize("config", [AugmentConfig(translation=0.2, flip_left_right=True),
+                                    AugmentConfig(translation=0.1, flip_up_down=True, flip_left_right=True),
+                                    AugmentConfig(translation=0.45), AugmentConfig(flip_left_right=True)])
+def test_whole_pixel_copy_is_bit_identical_to_the_nearest_neighbour_warp(config, height, width):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(32, height, width, 2)).astype(np.float32))
+    for seed in range(3):
+        transforms = affine_transforms(32, height, width, config, tf.constant([seed, 1], tf.int64))
+        warped = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=[height, width],
+                                                       fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")
+        copied = copy_whole_pixels(x, transforms)
+        assert np.asarray(copied).tobytes() == np.asarray(warped).tobytes()
+        assert not np.array_equal(np.asarray(copied), np.asarray(x))  # something moved

@@ -5,6 +5,9 @@ of the pipeline (measured: RandomFlip + RandomRotation 519 img/s against 4151 im
 Here rotation, scaling, translation and the left-right flip compose into one 3x3 matrix per
 example and a single `ImageProjectiveTransformV3` call warps every view of the batch at once, so
 the anterior and posterior views of a study always receive the same geometry (a flip flips both).
+Without rotation or zoom (the fit default: mirror + whole-pixel shift) the same matrices become a row
+and a column index per example and two gathers copy the pixels: bit-identical to the warp's
+nearest-neighbour result at a fraction of its cost.
 Randomness is stateless, keyed by (seed, batch index), so a resumed run replays the same batches.
 """
 from __future__ import annotations
@@ -95,37 +98,66 @@ def affine_transforms(batch_size, height, width, config: AugmentConfig, seed) ->
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def augment_batch(features: dict, seed, config: AugmentConfig, normalisation: str = "sqrt") -> dict:
-    """Augment a batch of normalised views {name: (B, H, W, 1)}; every view of a study shares its geometry.
+def copy_whole_pixels(x: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+    """Apply axis-aligned transforms with whole-pixel offsets (flips, integer shifts) to (B, H, W, C).
 
+    Input column a0 * x + a2 and row b1 * y + b2 are exact small integers in float32, so gathering
+    them, with zeros where they fall outside, is what the nearest-neighbour warp computes, pixel for
+    pixel. Columns are gathered as rows of the transposed batch: TensorFlow copies whole rows fast
+    and single elements slowly (see bench/README.md, "Training speed").
+    """
+    shape = tf.shape(x)
+
+    def source(scale, offset, size):  # (B, size) input indices, and whether each lies inside the image
+        index = tf.round(scale[:, None] * tf.range(size, dtype=tf.float32)[None, :] + offset[:, None])
+        index = tf.cast(index, tf.int32)
+        inside = (index >= 0) & (index < size)
+        return tf.where(inside, index, 0), inside
+
+    rows, rows_inside = source(transforms[:, 4], transforms[:, 5], shape[1])
+    cols, cols_inside = source(transforms[:, 0], transforms[:, 2], shape[2])
+    x = tf.gather(x, rows, axis=1, batch_dims=1)
+    x = tf.transpose(tf.gather(tf.transpose(x, [0, 2, 1, 3]), cols, axis=1, batch_dims=1), [0, 2, 1, 3])
+    inside = rows_inside[:, :, None, None] & cols_inside[:, None, :, None]
+    return tf.where(inside, x, tf.zeros([], x.dtype))
+
+
+def augment_batch(features: dict, seed, config: AugmentConfig, normalisation: str = "sqrt") -> dict:
+    """Augment a batch of normalised views {name: (B, H, W, C)}; every view of a study shares its geometry and gain.
+
+    The views are stacked along the batch axis (a contiguous copy; stacking them as channels
+    interleaves every pixel and cost more than the warp) and every per-example draw is tiled to match.
     Noise is Poisson counting noise with its variance (equal to the mean, in linear count units),
     drawn as a sum of two uniforms: a bell-shaped stand-in for the normal approximation of Poisson
     noise that costs a quarter of `stateless_normal` (measured 32 ms against 127 ms per batch of
     16 x 512 x 128 x 2) and far less than Poisson sampling.
     """
     names = sorted(features)
-    x = tf.concat([features[name] for name in names], axis=-1)  # (B, H, W, views)
-    shape = tf.shape(x)
+    x = tf.concat([features[name] for name in names], axis=0)  # (views * B, H, W, C)
+    batch, views, shape = tf.shape(features[names[0]])[0], len(names), tf.shape(x)
+    per_view = lambda tensor: tf.tile(tensor, [views] + [1] * (tensor.shape.rank - 1))  # noqa: E731
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
     if config.geometric:
-        transforms = affine_transforms(shape[0], shape[1], shape[2], config, seeds[0])
-        # nearest-neighbour sampling is exact without rotation or zoom, and half the cost of bilinear
-        interpolation = "BILINEAR" if config.needs_interpolation else "NEAREST"
-        x = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=shape[1:3],
-                                                  fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT")
+        transforms = per_view(affine_transforms(batch, shape[1], shape[2], config, seeds[0]))
+        if config.needs_interpolation:
+            x = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transforms, output_shape=shape[1:3],
+                                                      fill_value=0.0, interpolation="BILINEAR",
+                                                      fill_mode="CONSTANT")
+        else:
+            x = copy_whole_pixels(x, transforms)
     if config.intensity or config.noise_counts:
         linear = expand(x, normalisation)  # back to scaled counts, where gain and counting noise act
         if config.intensity:
-            gain = tf.random.stateless_uniform([shape[0], 1, 1, 1], seeds[1], 1.0 - config.intensity,
+            gain = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[1], 1.0 - config.intensity,
                                                1.0 + config.intensity)
-            linear = linear * gain
+            linear = linear * per_view(gain)
         if config.noise_counts:
             std = tf.sqrt(tf.maximum(linear, 0.0) / config.noise_counts)
             # U(-1, 1) + U(-1, 1) has variance 2/3
             pair = tf.random.stateless_uniform(tf.concat([[2], shape], 0), seeds[2], -1.0, 1.0)
             linear = linear + std * (math.sqrt(1.5) * (pair[0] + pair[1]))
         x = compress(linear, normalisation)
-    return {name: x[..., i:i + 1] for i, name in enumerate(names)}
+    return dict(zip(names, tf.split(x, views, axis=0)))
 
 
 def make_augment(values: dict, normalisation: str):
