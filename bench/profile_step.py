@@ -1,8 +1,9 @@
-"""Where one training step of densenet121 spends its CPU time, by op category, in tfbonemet (Keras on
-TensorFlow, TensorFlow profiler) and in MONAI's DenseNet121 (torch.profiler), float32 and bfloat16.
+"""Where one training step of a registered net spends its CPU time, by op category, in tfbonemet (Keras on
+TensorFlow, TensorFlow profiler) and in its MONAI / torch counterpart (torch.profiler, the counterparts of
+bench/torch_nets.py), float32 and bfloat16.
 
-    python bench/profile_densenet.py --side tf --precision float32
-    TFBONEMET_TORCH_PYTHON=/path/to/torch/python python bench/profile_densenet.py --side torch --precision bfloat16
+    python bench/profile_step.py --model densenet121 --side tf --precision float32
+    /path/to/torch/python bench/profile_step.py --model resnet50 --side torch --precision bfloat16
 
 The step is the one the measured comparison times (bench/bench_monai.py): batch 16, Adam, random
 inputs, Keras' compiled `fit` step without XLA (mixed_bfloat16 for bfloat16) against a torch step
@@ -72,12 +73,12 @@ def tf_profile(args) -> dict:
 
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[args.precision]
     with execution.dtype_policy(policy):
-        model = build_model("densenet121", image_size=tuple(args.size))
+        model = build_model(args.model, image_size=tuple(args.size))
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=False)
     data = tf.data.Dataset.from_tensors(execution.random_batch(model, args.batch_size)).repeat()
     model.fit(data, steps_per_epoch=args.warmup, epochs=1, verbose=0)
-    logdir = tempfile.mkdtemp(prefix="profile_densenet_")
+    logdir = tempfile.mkdtemp(prefix="profile_step_")
     tf.profiler.experimental.start(logdir)
     model.fit(data, steps_per_epoch=args.steps, epochs=1, verbose=0)
     tf.profiler.experimental.stop()
@@ -113,7 +114,7 @@ def torch_profile(args) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from torch_nets import Stepper
 
-    stepper = Stepper("densenet121", tuple(args.size), args.batch_size, args.precision)
+    stepper = Stepper(args.model, tuple(args.size), args.batch_size, args.precision)
     for _ in range(args.warmup):
         stepper.step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -128,6 +129,7 @@ def torch_profile(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="densenet121", help="a registered net with a counterpart in torch_nets")
     parser.add_argument("--side", choices=("tf", "torch"), default="tf")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
@@ -138,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     per_type = tf_profile(args) if args.side == "tf" else torch_profile(args)
     print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
-    print(table(per_type, args.steps, f"{args.side} densenet121 {args.precision}, batch {args.batch_size}, "
+    print(table(per_type, args.steps, f"{args.side} {args.model} {args.precision}, batch {args.batch_size}, "
                                       f"{args.size[0]}x{args.size[1]}", args.top))
 
 
