@@ -46,3 +46,8 @@ def test_multi_worker_needs_a_cluster(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
     assert distribute.is_chief()
+    for broken, message in (('{"cluster": {"worker": ["a:1"]', "not valid JSON"), ('["a:1"]', "JSON object")):
+        monkeypatch.setenv("TF_CONFIG", broken)
+        for read in (distribute.is_chief, distribute.job_id):
+            with pytest.raises(ConfigError, match=message):
+                read()

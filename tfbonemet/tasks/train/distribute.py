@@ -68,10 +68,21 @@ def _multi_worker_strategy() -> tf.distribute.Strategy:
     return strategy
 
 
+def _task_and_cluster() -> tuple[dict, dict]:
+    """TF_CONFIG's "task" (this process's type and index) and "cluster" (job -> addresses); empty when unset."""
+    text = os.environ.get("TF_CONFIG") or "{}"
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(tf_config, dict):
+        raise ConfigError("TF_CONFIG must be a JSON object with \"cluster\" and \"task\"")
+    return tf_config.get("task") or {}, tf_config.get("cluster") or {}
+
+
 def _addresses() -> tuple[str | None, list[str]]:
     """(this worker's address, the other workers' and chief's addresses) from TF_CONFIG."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+    task, cluster = _task_and_cluster()
     mine, peers = None, []
     for job in ("chief", "worker"):
         for index, address in enumerate(cluster.get(job, [])):
@@ -149,8 +160,7 @@ def wait_for_peers(poll_s: float = 0.2) -> None:
 
 def is_chief() -> bool:
     """True unless TF_CONFIG makes this process a non-chief worker (which must not write the run directory)."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+    task, cluster = _task_and_cluster()
     if not task:
         return True
     if task.get("type") == "chief":
@@ -163,7 +173,7 @@ def job_id() -> str:
     cluster in TF_CONFIG (its hosts and ports)."""
     import hashlib
 
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    _, cluster = _task_and_cluster()
     return "job-" + hashlib.sha256(json.dumps(cluster, sort_keys=True).encode()).hexdigest()[:16]
 
 
