@@ -22,11 +22,13 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# (category, pattern on the op type), first match wins; tested against TensorFlow and torch op names.
+# (category, pattern on the op type), first match wins; tested against TensorFlow and torch op names
+# (TensorFlow's depthwise convolutions are DepthwiseConv2dNative*, torch's all go through convolution*).
 CATEGORIES = [
-    ("conv backprop filter", r"Conv2DBackpropFilter|convolution_backward_weight"),
-    ("conv backprop input (torch: input + filter)", r"Conv2DBackpropInput|convolution_backward$"),
-    ("conv forward", r"Conv2D|conv2d|convolution|mkldnn_convolution"),
+    ("conv backprop filter", r"Conv2DBackpropFilter|Conv2dNativeBackpropFilter|convolution_backward_weight"),
+    ("conv backprop input (torch: input + filter)", r"Conv2DBackpropInput|Conv2dNativeBackpropInput|"
+                                                    r"convolution_backward$"),
+    ("conv forward", r"Conv2D|Conv2d|conv2d|convolution"),
     ("batch norm backward", r"FusedBatchNormGrad|batch_norm_backward"),
     ("batch norm forward (TF: ReLU fused in)", r"FusedBatchNorm|batch_norm"),
     ("ReLU (torch forward + backward, TF backward)", r"Relu|relu|threshold_backward|clamp_min"),

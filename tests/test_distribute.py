@@ -19,6 +19,7 @@ fit(resolve(overrides=json.loads(sys.argv[1])), log=print)
 """
 
 
+@pytest.mark.slow  # ~25 s; distributed training stays in CI through the two-process multi-worker test
 def test_mirrored_strategy_trains_on_two_replicas(tmp_path):
     overrides = dict(num_studies=40, image_height=128, image_width=32, epochs=1, batch_size=4, strategy="mirrored",
                      model_options={"filters": [8, 16, 16]}, output_dir=str(tmp_path), run_name="mirrored")
