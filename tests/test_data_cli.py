@@ -50,6 +50,7 @@ def test_build_bone_scintigraphy(phantom_dir, tmp_path, config, classes):
     builder = tfds.builder(f"bone_scintigraphy/{config}", data_dir=str(tmp_path))
     assert builder.info.features["label"].num_classes == classes
     assert builder.info.splits.total_num_examples == 12
+    assert not (tmp_path / "downloads").exists()  # nothing is downloaded, so no empty download folder either
     counts = {s.anterior.tobytes(): s.posterior for s in read_studies([phantom_dir])}
     for example in tfds.as_numpy(builder.as_dataset(split="train").take(3)):
         assert example["anterior"].dtype == np.uint16 and example["anterior"].shape == (64, 16, 1)
@@ -83,6 +84,7 @@ def test_failed_build_is_one_line_and_leaves_no_dataset(phantom_dir, tmp_path):
     assert len(error) == 1 and f"{victim}: cannot decode pixel data" in error[0]
     assert not list(out.rglob("*.tfrecord*")) and not list(out.rglob("1.0.0"))
     assert not tfds.builder("bone_scintigraphy/binary", data_dir=str(out)).is_prepared()
+    assert not (out / "downloads").exists()
 
 
 def test_skip_bad_builds_the_rest_and_lists_what_was_skipped(phantom_dir, tmp_path, monkeypatch):

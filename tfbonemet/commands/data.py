@@ -52,9 +52,7 @@ def build(dataset, manual_dir, data_dir, config, skip_bad, allow_public_secret):
     be recomputed elsewhere; real data are refused without one. Only NM DICOM is read. The dataset
     appears only when the build succeeds; what a killed build left is removed by the next.
     """
-    import tensorflow_datasets as tfds
-
-    from tfbonemet.data.datasets import check_not_empty
+    from tfbonemet.data.datasets import check_not_empty, prepare
 
     if config and dataset not in CONFIGURED:
         raise click.UsageError(f"--config applies to {', '.join(CONFIGURED)}, not {dataset}")
@@ -70,7 +68,7 @@ def build(dataset, manual_dir, data_dir, config, skip_bad, allow_public_secret):
             raise damaged from None
         raise
     try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        prepare(builder, manual_dir)
     except Exception as exc:
         from tfbonemet.io.atomic import no_space
 

@@ -182,11 +182,23 @@ def tfds_builder(data: str, data_dir: str | None, manual_dir: str | None = None)
                             f"pass the folder of source files as manual_dir (--manual-dir) to build it")
         check_not_empty(manual_dir, name)
         try:
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+            prepare(builder, manual_dir)
         except Exception as exc:
             raise DataError(f"cannot build TFDS dataset {name!r} from {manual_dir}: "
                             f"{str(exc).splitlines()[0]}") from None
     return builder
+
+
+def prepare(builder, manual_dir) -> None:
+    """Build `builder` from the source files in `manual_dir`. Nothing is downloaded, so TFDS's download
+    folder lives in a temporary folder: a build, finished or failed, leaves no empty `downloads/` behind."""
+    import tempfile
+
+    import tensorflow_datasets as tfds
+
+    with tempfile.TemporaryDirectory(prefix="tfbonemet-tfds-downloads-") as downloads:
+        builder.download_and_prepare(download_dir=downloads,
+                                     download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
 def check_not_empty(manual_dir, name: str) -> None:
