@@ -35,7 +35,7 @@ class FitConfig:
     # scale 255 and counts (DICOM) per view at their 99.5th percentile; "percentile"; or a full-scale number
     intensity_scale: str | float = "auto"
     crop: str = "none"  # "thorax": keep the thoracic region of whole-body views (Lin et al. 2021)
-    epochs: int = 20
+    epochs: int = 30  # 10 -> 20 -> 30 epochs: pooled out-of-fold ROC AUC 0.922 -> 0.939 -> 0.949 on real crops
     batch_size: int = 16
     learning_rate: float = 1e-3
     class_weighting: bool = True
